@@ -1,0 +1,5 @@
+"""ASGI entry point: `hypercorn app:app`."""
+
+from taskdash import create_app
+
+app = create_app()

@@ -1,0 +1,64 @@
+"""The error hierarchy, and the one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TaskdashError(Exception):
+    """An error a client can act on: it carries its HTTP status and a stable code."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, status: int | None = None
+    ):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "error": {"code": self.code, "message": self.message, "status": self.status}
+        }
+
+
+class BadRequest(TaskdashError):
+    status = 400
+    code = "bad_request"
+
+
+class NotFound(TaskdashError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(TaskdashError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(TaskdashError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(TaskdashError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ServiceUnavailable(TaskdashError):
+    status = 503
+    code = "unavailable"
+
+
+class EngineError(TaskdashError):
+    """The Docker engine refused or failed an operation."""
+
+    status = 502
+    code = "engine_error"

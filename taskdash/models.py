@@ -1,0 +1,135 @@
+"""Tortoise models: a Task is what to run, a Run is one execution of it, a Schedule fires runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+def utcnow() -> datetime:
+    """The one clock seam: everything that stores or compares a time asks here."""
+    return datetime.now(UTC)
+
+
+class ScriptType(StrEnum):
+    PYTHON = "python"
+    SHELL = "shell"
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    TIMED_OUT = "timed_out"
+    ERROR = "error"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class Trigger(StrEnum):
+    API = "api"
+    DASHBOARD = "dashboard"
+    SCHEDULE = "schedule"
+
+
+class OverlapPolicy(StrEnum):
+    SKIP = "skip"
+    QUEUE = "queue"
+    ALLOW = "allow"
+
+
+class Task(Model):
+    id = fields.UUIDField(primary_key=True)
+    name = fields.CharField(max_length=200)
+    script_type = fields.CharEnumField(ScriptType, max_length=16)
+    # None when the task was created with upload=false: the script was streamed, not kept.
+    script = fields.BinaryField(null=True)
+    script_filename = fields.CharField(max_length=255, default="")
+    requirements = fields.TextField(null=True)
+    image = fields.CharField(max_length=255, null=True)
+    env = fields.JSONField(default=dict)
+    timeout_seconds = fields.FloatField(null=True)
+    memory_mb = fields.IntField(null=True)
+    cpus = fields.FloatField(null=True)
+    # The newest run, kept here so listing tasks with their status is one indexed lookup.
+    last_run_id = fields.UUIDField(null=True)
+    created_at = fields.DatetimeField(default=utcnow, db_index=True)
+    updated_at = fields.DatetimeField(default=utcnow)
+
+    runs: fields.ReverseRelation[Run]
+
+    class Meta:
+        table = "task"
+        ordering = ["-created_at"]
+
+    @property
+    def script_kept(self) -> bool:
+        return self.script is not None
+
+
+class Run(Model):
+    id = fields.UUIDField(primary_key=True)
+    task: fields.ForeignKeyRelation[Task] = fields.ForeignKeyField(
+        "taskdash.Task", related_name="runs", on_delete=fields.CASCADE
+    )
+    status = fields.CharEnumField(RunStatus, max_length=16, default=RunStatus.QUEUED)
+    trigger = fields.CharEnumField(Trigger, max_length=16, default=Trigger.API)
+    container_id = fields.CharField(max_length=64, null=True)
+    image = fields.CharField(max_length=255, default="")
+    exit_code = fields.IntField(null=True)
+    queued_at = fields.DatetimeField(default=utcnow)
+    started_at = fields.DatetimeField(null=True)
+    finished_at = fields.DatetimeField(null=True)
+    error = fields.TextField(null=True)
+    log_bytes = fields.BigIntField(default=0)
+    log_lines = fields.IntField(default=0)
+    log_truncated = fields.BooleanField(default=False)
+    docker_info = fields.JSONField(null=True)
+    # Set for runs fired by a schedule: the slot they were fired for.
+    scheduled_for = fields.DatetimeField(null=True)
+    catch_up = fields.BooleanField(default=False)
+
+    task_id: object
+
+    class Meta:
+        table = "run"
+        ordering = ["-queued_at"]
+        indexes = (("task_id", "queued_at"), ("status",))
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class Schedule(Model):
+    id = fields.IntField(primary_key=True)
+    task: fields.OneToOneRelation[Task] = fields.OneToOneField(
+        "taskdash.Task", related_name="schedule", on_delete=fields.CASCADE
+    )
+    cron_expression = fields.CharField(max_length=200)
+    timezone = fields.CharField(max_length=64, default="UTC")
+    enabled = fields.BooleanField(default=True)
+    overlap = fields.CharEnumField(
+        OverlapPolicy, max_length=8, default=OverlapPolicy.SKIP
+    )
+    next_run_at = fields.DatetimeField(null=True)
+    last_run_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(default=utcnow)
+    updated_at = fields.DatetimeField(default=utcnow)
+
+    task_id: object
+
+    class Meta:
+        table = "schedule"

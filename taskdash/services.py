@@ -1,0 +1,29 @@
+"""The long-lived objects of one app, created and closed by its lifecycle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from quart import current_app
+from tortoise.context import TortoiseContext
+
+from taskdash.config import Settings
+from taskdash.docker_runner import DockerRunner
+from taskdash.logs import LogHub
+from taskdash.runs import RunManager
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: TortoiseContext
+    runner: DockerRunner
+    hub: LogHub
+    runs: RunManager
+    scheduler: Any = None
+
+
+def services() -> Services:
+    found: Services = current_app.extensions["taskdash"]
+    return found

@@ -1,0 +1,131 @@
+"""Pure: how a task becomes container specs (the run's and the requirements build's)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from taskdash.config import MIB, Settings
+from taskdash.docker_runner import JOB_DIR, LABEL_PREFIX, BindMount, ContainerSpec
+from taskdash.models import ScriptType
+
+PYTHON_SCRIPT = "main.py"
+SHELL_SCRIPT = "script.sh"
+DEPS_DIR = "/deps"
+DEPS_REPOSITORY = "taskdash/deps"
+BUILD_CA_PATH = "/etc/taskdash/pip-ca.pem"
+BUILD_WHEELS_PATH = "/wheels"
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_seconds: float
+    memory_mb: int
+    cpus: float
+
+
+def script_filename(script_type: ScriptType) -> str:
+    return PYTHON_SCRIPT if script_type is ScriptType.PYTHON else SHELL_SCRIPT
+
+
+def script_command(script_type: ScriptType, script: bytes) -> list[str]:
+    path = f"{JOB_DIR}/{script_filename(script_type)}"
+    if script_type is ScriptType.PYTHON:
+        return ["python3", "-u", path]
+    if script.startswith(b"#!"):
+        return [path]
+    return ["/bin/sh", path]
+
+
+def run_labels(instance: str, task_id: str, run_id: str, role: str) -> dict[str, str]:
+    return {
+        f"{LABEL_PREFIX}instance": instance,
+        f"{LABEL_PREFIX}task_id": task_id,
+        f"{LABEL_PREFIX}run_id": run_id,
+        f"{LABEL_PREFIX}role": role,
+    }
+
+
+def run_spec(
+    settings: Settings,
+    *,
+    image: str,
+    script_type: ScriptType,
+    script: bytes,
+    env: Mapping[str, str],
+    limits: Limits,
+    labels: Mapping[str, str],
+) -> ContainerSpec:
+    return ContainerSpec(
+        image=image,
+        command=script_command(script_type, script),
+        labels=labels,
+        env={"HOME": "/tmp", **env},
+        user=settings.run_user,
+        network=settings.run_network,
+        memory_bytes=limits.memory_mb * MIB,
+        nano_cpus=int(limits.cpus * 1_000_000_000),
+        pids_limit=settings.run_pids_limit,
+        tmpfs_mb=settings.run_tmpfs_mb,
+        log_max_bytes=2 * settings.log_max_bytes,
+    )
+
+
+def requirements_key(base_image_id: str, requirements: str) -> str:
+    """Cache key of a requirements environment: same base image and same lines, same key."""
+    lines = sorted(
+        line.strip()
+        for line in requirements.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    )
+    digest = hashlib.sha256(base_image_id.encode() + b"\0" + "\n".join(lines).encode())
+    return digest.hexdigest()[:24]
+
+
+def pip_command(settings: Settings) -> list[str]:
+    command = [
+        "python3", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
+        "--no-input", "--progress-bar", "off", "--target", DEPS_DIR,
+        "-r", f"{JOB_DIR}/requirements.txt",
+    ]  # fmt: skip
+    if settings.pip_no_index:
+        command.append("--no-index")
+    if settings.pip_index_url:
+        command += ["--index-url", settings.pip_index_url]
+    if settings.pip_extra_index_url:
+        command += ["--extra-index-url", settings.pip_extra_index_url]
+    if settings.pip_find_links:
+        command += ["--find-links", BUILD_WHEELS_PATH]
+    return command
+
+
+def build_spec(
+    settings: Settings, *, image: str, labels: Mapping[str, str]
+) -> ContainerSpec:
+    binds: list[BindMount] = []
+    env = {
+        "PIP_BREAK_SYSTEM_PACKAGES": "1",
+        "PIP_ROOT_USER_ACTION": "ignore",
+        "HOME": "/tmp",
+    }
+    if settings.pip_find_links:
+        binds.append(BindMount(str(settings.pip_find_links), BUILD_WHEELS_PATH))
+    if settings.pip_ca_bundle:
+        binds.append(BindMount(str(settings.pip_ca_bundle), BUILD_CA_PATH))
+        env["PIP_CERT"] = BUILD_CA_PATH
+    return ContainerSpec(
+        image=image,
+        command=pip_command(settings),
+        labels=labels,
+        env=env,
+        user="0:0",
+        network=settings.build_network,
+        memory_bytes=max(settings.run_memory_mb, 1024) * MIB,
+        nano_cpus=2_000_000_000,
+        pids_limit=1024,
+        tmpfs_mb=0,
+        read_only_root=False,
+        binds=binds,
+        log_max_bytes=2 * settings.log_max_bytes,
+    )
