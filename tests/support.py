@@ -1,0 +1,147 @@
+"""Helpers shared by the tests: a real hypercorn server on a real data dir, and polling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+TERMINAL = {"succeeded", "failed", "stopped", "timed_out", "error"}
+
+
+def wait_for(
+    condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: T = condition()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+        last = condition()
+    return last
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """`.venv/bin/hypercorn app:app` in its own process, as an operator would run it."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.extra_env = env or {}
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKDASH_")}
+        env |= {
+            "TASKDASH_DATA_DIR": str(self.data_dir),
+            "TASKDASH_INSTANCE_ID": f"test-{self.data_dir.name}-{os.getpid()}",
+        }
+        return env | self.extra_env
+
+    def start(self) -> LiveServer:
+        hypercorn = Path(sys.executable).parent / "hypercorn"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [str(hypercorn), "app:app", "--bind", f"127.0.0.1:{self.port}"],
+            cwd=REPO,
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(self._answers, timeout=60, what=f"server on {self.base_url} ({self.log_path})")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        """A graceful stop (SIGTERM), as a process manager does."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, nothing gets to clean up."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30)
+
+
+def create_task(
+    client: httpx.Client,
+    script: str | bytes,
+    *,
+    kind: str = "py",
+    filename: str | None = None,
+    **form: Any,
+) -> dict[str, Any]:
+    files: dict[str, Any] = {"file": (filename or f"script.{kind}", script)}
+    if "requirements" in form:
+        files["requirements"] = ("requirements.txt", form.pop("requirements"))
+    response = client.post(f"/task/{kind}", files=files, data={k: str(v) for k, v in form.items()})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def get_run(client: httpx.Client, task_id: str, run_id: str) -> dict[str, Any]:
+    response = client.get(f"/task/{task_id}/runs/{run_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_run(
+    client: httpx.Client, task_id: str, run_id: str, timeout: float = 60.0, status: set[str] | None = None
+) -> dict[str, Any]:
+    """Poll until the run reaches one of `status` (any terminal state by default)."""
+    wanted = status or TERMINAL
+    return wait_for(
+        lambda: (run if (run := get_run(client, task_id, run_id))["status"] in wanted else None),
+        timeout=timeout,
+        interval=0.1,
+        what=f"run {run_id} to reach {sorted(wanted)}",
+    )
+
+
+def logs(client: httpx.Client, task_id: str, run_id: str | None = None) -> str:
+    params = {"run_id": run_id} if run_id else {}
+    response = client.get(f"/task/{task_id}/logs", params=params)
+    assert response.status_code == 200, response.text
+    return response.text
