@@ -14,6 +14,7 @@ from taskdash.docker_runner import DockerRunner
 from taskdash.errors import TaskdashError
 from taskdash.logs import LogHub
 from taskdash.runs import RunManager
+from taskdash.scheduler import Scheduler
 from taskdash.services import Services
 
 log = logging.getLogger("taskdash")
@@ -34,7 +35,14 @@ def create_app(settings: Settings | None = None) -> Quart:
         info={"title": "taskdash", "version": "1.0"},
     )
     from taskdash.api import api
+    from taskdash.pages import pages
+    from taskdash.schedule_api import schedules
+    from taskdash.streams import streams
 
+    # Registration order matters only for `GET /<task_id>`, which must come after the pages.
+    app.register_blueprint(pages)
+    app.register_blueprint(streams)
+    app.register_blueprint(schedules)
     app.register_blueprint(api)
     register_error_handlers(app)
     register_lifecycle(app, settings)
@@ -52,6 +60,10 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(TaskdashError)
     async def handle_taskdash_error(error: TaskdashError) -> Response:
+        if request.blueprint == "pages":
+            from taskdash.pages import render_error_page
+
+            return await render_error_page(error)
         return error_response(error)
 
     @app.errorhandler(RequestSchemaValidationError)
@@ -109,12 +121,16 @@ def register_lifecycle(app: Quart, settings: Settings) -> None:
         app.extensions["taskdash"] = services
         await report_images(runner, settings)
         await runs.start()
+        services.scheduler = Scheduler(settings, runs)
+        await services.scheduler.start()
 
     @app.after_serving
     async def stop_services() -> None:
         services: Services | None = app.extensions.pop("taskdash", None)
         if services is None:
             return
+        if services.scheduler is not None:
+            await services.scheduler.close()
         await services.runs.close()
         await services.runner.close()
         await close_database(services.database)

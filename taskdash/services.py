@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 from quart import current_app
 from tortoise.context import TortoiseContext
 
@@ -12,6 +10,7 @@ from taskdash.config import Settings
 from taskdash.docker_runner import DockerRunner
 from taskdash.logs import LogHub
 from taskdash.runs import RunManager
+from taskdash.scheduler import Scheduler
 
 
 @dataclass
@@ -21,7 +20,7 @@ class Services:
     runner: DockerRunner
     hub: LogHub
     runs: RunManager
-    scheduler: Any = None
+    scheduler: Scheduler | None = None
 
 
 def services() -> Services:
