@@ -50,6 +50,7 @@ class ContainerSpec:
     read_only_root: bool = True
     job_volume: bool = True
     binds: Sequence[BindMount] = ()
+    cap_add: Sequence[str] = ()
     log_max_bytes: int = 20 * 1024 * 1024
     working_dir: str = "/tmp"
 
@@ -60,6 +61,7 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "NetworkMode": spec.network,
         "ReadonlyRootfs": spec.read_only_root,
         "CapDrop": ["ALL"],
+        "CapAdd": list(spec.cap_add),
         "SecurityOpt": ["no-new-privileges"],
         "Memory": spec.memory_bytes,
         "MemorySwap": spec.memory_bytes,

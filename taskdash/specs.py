@@ -29,13 +29,18 @@ def script_filename(script_type: ScriptType) -> str:
     return PYTHON_SCRIPT if script_type is ScriptType.PYTHON else SHELL_SCRIPT
 
 
+# Docker reads stdout and stderr from two pipes, so their relative order is lost; one pipe
+# keeps the lines in the order the script printed them.
+MERGE_STDERR = ["/bin/sh", "-c", 'exec "$@" 2>&1', "taskdash"]
+
+
 def script_command(script_type: ScriptType, script: bytes) -> list[str]:
     path = f"{JOB_DIR}/{script_filename(script_type)}"
     if script_type is ScriptType.PYTHON:
-        return ["python3", "-u", path]
+        return [*MERGE_STDERR, "python3", "-u", path]
     if script.startswith(b"#!"):
-        return [path]
-    return ["/bin/sh", path]
+        return [*MERGE_STDERR, path]
+    return [*MERGE_STDERR, "/bin/sh", path]
 
 
 def run_labels(instance: str, task_id: str, run_id: str, role: str) -> dict[str, str]:
@@ -127,5 +132,7 @@ def build_spec(
         tmpfs_mb=0,
         read_only_root=False,
         binds=binds,
+        # Root in the build needs to write /deps whoever owns it in the image; nothing else.
+        cap_add=("CHOWN", "DAC_OVERRIDE", "FOWNER"),
         log_max_bytes=2 * settings.log_max_bytes,
     )

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import LiveServer
+from tests.support import LiveServer, make_wheel
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    folder: Path
+    requirement: str
+    value: str
+
+    def server_env(self) -> dict[str, str]:
+        return {
+            "TASKDASH_PIP_FIND_LINKS": str(self.folder),
+            "TASKDASH_PIP_NO_INDEX": "true",
+            "TASKDASH_BUILD_NETWORK": "none",
+        }
 
 
 def require(condition: bool, reason: str) -> None:
@@ -37,12 +53,45 @@ def docker_engine() -> None:
 
 
 @pytest.fixture(scope="session")
-def server(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Wheelhouse:
+    """A local folder of wheels: requirement builds in tests use it instead of an index."""
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    version = f"1.0.{uuid.uuid4().int % 10**9}"
+    make_wheel(folder, "tdprobe", version, f"VALUE = 'probe {version}'\n")
+    return Wheelhouse(folder, f"tdprobe=={version}", f"probe {version}")
+
+
+@pytest.fixture(scope="session")
+def server(
+    docker_engine: None, tmp_path_factory: pytest.TempPathFactory, wheelhouse: Wheelhouse
+) -> Iterator[LiveServer]:
     """One real server for the session; tests create their own tasks on it."""
-    live = LiveServer(tmp_path_factory.mktemp("server") / "data").start()
+    live = LiveServer(
+        tmp_path_factory.mktemp("server") / "data", env=wheelhouse.server_env()
+    ).start()
     yield live
     live.stop()
     remove_containers(live)
+
+
+@pytest.fixture()
+def make_server(
+    docker_engine: None, tmp_path: Path, wheelhouse: Wheelhouse
+) -> Iterator[Callable[..., LiveServer]]:
+    """Servers with their own settings and data dir, stopped after the test."""
+    started: list[LiveServer] = []
+
+    def start(*, healthy: bool = True, data_dir: Path | None = None, **env: str) -> LiveServer:
+        folder = data_dir or tmp_path / f"data{len(started)}"
+        settings = wheelhouse.server_env() | {f"TASKDASH_{k.upper()}": v for k, v in env.items()}
+        live = LiveServer(folder, env=settings).start(healthy=healthy)
+        started.append(live)
+        return live
+
+    yield start
+    for live in started:
+        live.stop()
+        remove_containers(live)
 
 
 @pytest.fixture()

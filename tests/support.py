@@ -58,7 +58,7 @@ class LiveServer:
         }
         return env | self.extra_env
 
-    def start(self) -> LiveServer:
+    def start(self, *, healthy: bool = True) -> LiveServer:
         hypercorn = Path(sys.executable).parent / "hypercorn"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -69,17 +69,22 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for(self._answers, timeout=60, what=f"server on {self.base_url} ({self.log_path})")
+        wait_for(
+            lambda: self._answers(healthy),
+            timeout=60,
+            what=f"server on {self.base_url} ({self.log_path})",
+        )
         return self
 
-    def _answers(self) -> bool:
+    def _answers(self, healthy: bool) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
         try:
-            return httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
+            status = httpx.get(f"{self.base_url}/healthz", timeout=2).status_code
         except httpx.HTTPError:
             return False
+        return status == 200 or not healthy
 
     def stop(self) -> None:
         """A graceful stop (SIGTERM), as a process manager does."""
@@ -101,6 +106,33 @@ class LiveServer:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=30)
+
+
+def make_wheel(directory: Path, name: str, version: str, module_source: str) -> Path:
+    """A minimal pure-Python wheel, so requirement builds need no index (hermetic tests)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist_info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": module_source.encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: taskdash-tests\n"
+        b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    directory.mkdir(parents=True, exist_ok=True)
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
 
 
 def create_task(
