@@ -19,7 +19,11 @@ class ConfigError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TASKDASH_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="TASKDASH_",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
     )
 
     data_dir: Path = Path("data")
