@@ -16,6 +16,8 @@ from typing import Literal
 from uuid import UUID
 
 MAX_LINE_CHARS = 16 * 1024
+# Room kept under the cap for the line that says the log was truncated.
+TRUNCATION_NOTE_BYTES = 128
 SUBSCRIBER_BUFFER = 2048
 
 
@@ -91,7 +93,7 @@ class LogWriter:
         self.path = hub.path_for(run_id)
         self.max_bytes = max_bytes
         self.lines, self.bytes = repair_log_file(self.path)
-        self.truncated = self.bytes >= max_bytes
+        self.truncated = self.bytes >= max_bytes - TRUNCATION_NOTE_BYTES
         self._file = self.path.open("ab")
 
     def write(self, lines: list[str]) -> None:
@@ -99,7 +101,7 @@ class LogWriter:
             if self.truncated:
                 return
             data = (line + "\n").encode("utf-8", "replace")
-            if self.bytes + len(data) > self.max_bytes:
+            if self.bytes + len(data) > self.max_bytes - TRUNCATION_NOTE_BYTES:
                 self.truncated = True
                 line = f"[taskdash] log truncated: stored output is capped at {self.max_bytes} bytes"
                 data = (line + "\n").encode()

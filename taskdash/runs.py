@@ -30,6 +30,7 @@ from taskdash.specs import Limits, run_labels, run_spec, script_filename
 log = logging.getLogger(__name__)
 
 LOG_DRAIN_SECONDS = 10.0
+RECONCILE_RETRY_SECONDS = 5.0
 
 
 class FifoLimiter:
@@ -111,17 +112,38 @@ class RunManager:
         self._containers: dict[UUID, str] = {}
         self._stop_requested: set[UUID] = set()
         self._scripts: dict[UUID, bytes] = {}
-        self._closing = False
+        self._reconciler: asyncio.Task[None] | None = None
 
     # lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Reconcile what a previous process left behind, then resume the queue."""
-        await self.reconcile()
+        """Reconcile what a previous process left behind, then resume the queue.
+
+        When the engine does not answer yet, the server still starts (health says why) and
+        reconciliation is retried in the background until the engine answers.
+        """
+        try:
+            await self.reconcile()
+        except TaskdashError as exc:
+            log.warning("cannot reconcile runs yet: %s; retrying in the background", exc.message)
+            self._reconciler = asyncio.create_task(self._reconcile_when_engine_answers())
+
+    async def _reconcile_when_engine_answers(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_RETRY_SECONDS)
+            try:
+                await self.reconcile()
+            except TaskdashError:
+                continue
+            log.info("Docker engine answers again: runs reconciled")
+            return
 
     async def close(self) -> None:
         """Stop supervising; containers keep running and are re-attached at the next start."""
-        self._closing = True
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
         executions = list(self._executions.values())
         for execution in executions:
             execution.cancel()

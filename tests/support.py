@@ -91,13 +91,16 @@ class LiveServer:
         self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        """A crash: SIGKILL, nothing gets to clean up."""
+        """A crash: SIGKILL to hypercorn and its worker process, nothing gets to clean up."""
         self._signal(signal.SIGKILL)
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(sig)
+        if sig is signal.SIGKILL:
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
