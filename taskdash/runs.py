@@ -184,10 +184,10 @@ class RunManager:
         if run.status not in ACTIVE_STATUSES:
             raise Conflict(f"run {run.id} is not active (it is {run.status.value})")
         self._stop_requested.add(run.id)
-        if run.status is RunStatus.QUEUED and await self._finish(
-            run.id, RunStatus.STOPPED
-        ):
-            pass
+        if run.status is RunStatus.QUEUED and await self._finish(run.id, RunStatus.STOPPED):
+            # It never got a slot; its execution returns as soon as it gets one.
+            await run.refresh_from_db()
+            return run
         container_id = self._containers.get(run.id)
         if container_id is not None:
             await self.runner.stop(container_id, self.settings.stop_grace_seconds)
@@ -258,7 +258,8 @@ class RunManager:
                 return
             writer = self.hub.open_writer(run_id)
             try:
-                await self._mark_running(run, container_id=None)
+                if not await self._mark_running(run, container_id=None):
+                    return
                 image = await self._prepare_image(task, run, writer)
                 if image is None:
                     return
@@ -408,7 +409,8 @@ class RunManager:
         task_id = run.task_id
         return task_id if isinstance(task_id, UUID) else UUID(str(task_id))
 
-    async def _mark_running(self, run: Run, *, container_id: str | None) -> None:
+    async def _mark_running(self, run: Run, *, container_id: str | None) -> bool:
+        """False when the run was stopped meanwhile (then it must not go on)."""
         fields: dict[str, Any] = {
             "status": RunStatus.RUNNING,
             "container_id": container_id,
@@ -422,6 +424,7 @@ class RunManager:
         if updated and run.status is not RunStatus.RUNNING:
             run.status = RunStatus.RUNNING
             self.hub.publish_status(run.id, self._task_id(run), RunStatus.RUNNING)
+        return bool(updated)
 
     async def _finish(
         self,
