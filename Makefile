@@ -1,0 +1,24 @@
+# taskdash: thin wrappers around scripts/. Every target runs as-is on a fresh clone.
+.PHONY: run setup images lint test clean
+
+# Serve the app (hypercorn) after making sure the engine, .venv and images are ready.
+run: setup
+	exec .venv/bin/hypercorn app:app --bind $${TASKDASH_HOST:-0.0.0.0}:$${TASKDASH_PORT:-5000}
+
+setup:
+	scripts/setup.sh
+
+# Build the runtime images if missing or if their recipe changed (FORCE=1 rebuilds).
+images:
+	scripts/build-images.sh $(if $(FORCE),--force)
+
+lint:
+	scripts/test.sh lint
+
+# Lint, type-check and run the test suite (CI runs this via .ci/run).
+test:
+	scripts/test.sh
+
+# Removes the virtualenv only; never data/.
+clean:
+	rm -rf .venv
