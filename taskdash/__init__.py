@@ -68,9 +68,7 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(RequestSchemaValidationError)
     async def handle_validation_error(error: RequestSchemaValidationError) -> Response:
-        return error_response(
-            TaskdashError(f"invalid request: {error.validation_error}")
-        )
+        return error_response(TaskdashError(f"invalid request: {error.validation_error}"))
 
     @app.errorhandler(RequestEntityTooLarge)
     async def handle_too_large(_error: RequestEntityTooLarge) -> Response:
@@ -97,13 +95,9 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def handle_unexpected(error: Exception) -> Response:
-        log.exception(
-            "unhandled error on %s %s", request.method, request.path, exc_info=error
-        )
+        log.exception("unhandled error on %s %s", request.method, request.path, exc_info=error)
         return error_response(
-            TaskdashError(
-                "internal server error; see the server log", code="internal", status=500
-            )
+            TaskdashError("internal server error; see the server log", code="internal", status=500)
         )
 
 
@@ -115,9 +109,7 @@ def register_lifecycle(app: Quart, settings: Settings) -> None:
         await runner.open()
         hub = LogHub(settings.logs_dir, settings.log_max_bytes)
         runs = RunManager(settings, runner, hub)
-        services = Services(
-            settings=settings, database=database, runner=runner, hub=hub, runs=runs
-        )
+        services = Services(settings=settings, database=database, runner=runner, hub=hub, runs=runs)
         app.extensions["taskdash"] = services
         await report_images(runner, settings)
         await runs.start()
@@ -141,9 +133,7 @@ async def report_images(runner: DockerRunner, settings: Settings) -> None:
     try:
         await runner.ping()
     except TaskdashError as exc:
-        log.warning(
-            "%s: runs will fail until it answers (make setup starts it)", exc.message
-        )
+        log.warning("%s: runs will fail until it answers (make setup starts it)", exc.message)
         return
     for image in (settings.python_image, settings.shell_image):
         if await runner.image_info(image) is None:

@@ -47,9 +47,7 @@ api = Blueprint("api", __name__)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     if hasattr(body, "model_dump"):
         body = body.model_dump(mode="json")
     elif isinstance(body, list):
@@ -77,9 +75,7 @@ async def create_from_request(script_type: ScriptType) -> Response:
     new = parse_new_task(script_type, form, files, settings.max_script_bytes)
     task, run = await create_task(new, services().runs, Trigger.API)
     body = TaskCreatedOut(
-        message="Task created and started"
-        if new.upload
-        else "Script streamed and started",
+        message="Task created and started" if new.upload else "Script streamed and started",
         script_type=task.script_type,
         task_id=task.id,
         run_id=run.id,
@@ -108,7 +104,7 @@ async def create_shell_task() -> Response:
 
 @api.get("/task/")
 @document_querystring(Pagination)
-@document_response(list[TaskOut])  # type: ignore[arg-type]
+@document_response(list[TaskOut])
 async def list_all_tasks() -> Response:
     """List tasks, newest first, with their status (the total is in X-Total-Count)."""
     limit, offset = parse_page(request.args, services().settings.page_size)
@@ -164,9 +160,7 @@ async def run_task(task_id: str) -> Response:
     """Start a new run of a stored task."""
     task = await get_task(parse_uuid(task_id))
     run = await services().runs.submit(task, Trigger.API)
-    body = RunStartedOut(
-        message="Task started", task_id=task.id, run_id=run.id, status=run.status
-    )
+    body = RunStartedOut(message="Task started", task_id=task.id, run_id=run.id, status=run.status)
     return json_response(body, 202)
 
 
@@ -187,29 +181,23 @@ async def stop_task(task_id: str) -> Response:
     """Stop the task's active run (409 when nothing runs); answers the stopped run."""
     task = await get_task(parse_uuid(task_id))
     run = (
-        await Run.filter(task_id=task.id, status__in=ACTIVE_STATUSES)
-        .order_by("-queued_at")
-        .first()
+        await Run.filter(task_id=task.id, status__in=ACTIVE_STATUSES).order_by("-queued_at").first()
     )
     if run is None:
-        raise Conflict(
-            f"task {task.id} has no queued or running run to stop", code="not_running"
-        )
+        raise Conflict(f"task {task.id} has no queued or running run to stop", code="not_running")
     run = await services().runs.stop(run)
     return json_response(RunOut.of(run))
 
 
 @api.get("/task/<task_id>/runs")
 @document_querystring(Pagination)
-@document_response(list[RunOut])  # type: ignore[arg-type]
+@document_response(list[RunOut])
 async def task_runs(task_id: str) -> Response:
     """The task's runs, newest first (the total is in X-Total-Count)."""
     task = await get_task(parse_uuid(task_id))
     limit, offset = parse_page(request.args, services().settings.page_size)
     runs, total = await list_runs(task, limit, offset)
-    return json_response(
-        [RunOut.of(r) for r in runs], headers={"X-Total-Count": str(total)}
-    )
+    return json_response([RunOut.of(r) for r in runs], headers={"X-Total-Count": str(total)})
 
 
 @api.get("/task/<task_id>/runs/<run_id>")
@@ -234,9 +222,7 @@ async def task_logs(task_id: str) -> Response:
         "X-Run-Status": run.status.value,
         "X-Log-Truncated": "true" if run.log_truncated else "false",
     }
-    return Response(
-        text, status=200, content_type="text/plain; charset=utf-8", headers=headers
-    )
+    return Response(text, status=200, content_type="text/plain; charset=utf-8", headers=headers)
 
 
 async def resolve_run(task: Task, run_id: str | None) -> Run:
@@ -261,17 +247,13 @@ async def docker_info(task_id: str) -> Response:
         )
     live = await services().runs.live_inspect(run)
     if live is not None:
-        body = DockerInfoOut(
-            task_id=task.id, run_id=run.id, source="live", container=live
-        )
+        body = DockerInfoOut(task_id=task.id, run_id=run.id, source="live", container=live)
     elif run.docker_info is not None:
         body = DockerInfoOut(
             task_id=task.id, run_id=run.id, source="kept", container=run.docker_info
         )
     else:
-        body = DockerInfoOut(
-            task_id=task.id, run_id=run.id, source="none", container=None
-        )
+        body = DockerInfoOut(task_id=task.id, run_id=run.id, source="none", container=None)
     return json_response(body)
 
 
@@ -283,14 +265,12 @@ async def health() -> Response:
     database, docker, healthy = "ok", "ok", True
     try:
         await connections.get("default").execute_query("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy", with its reason
+    except Exception as exc:  # any failure means "not healthy", with its reason
         database, healthy = f"unavailable: {exc}", False
     try:
         version = await services().runner.ping()
         docker = f"ok (engine {version})"
     except TaskdashError as exc:
         docker, healthy = exc.message, False
-    body = HealthOut(
-        status="ok" if healthy else "unavailable", database=database, docker=docker
-    )
+    body = HealthOut(status="ok" if healthy else "unavailable", database=database, docker=docker)
     return json_response(body, 200 if healthy else 503)

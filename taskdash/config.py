@@ -69,10 +69,7 @@ class Settings(BaseSettings):
 
     @property
     def database(self) -> str:
-        return (
-            self.database_url
-            or f"sqlite://{self.data_dir.resolve() / 'taskdash.sqlite3'}"
-        )
+        return self.database_url or f"sqlite://{self.data_dir.resolve() / 'taskdash.sqlite3'}"
 
     @property
     def logs_dir(self) -> Path:
@@ -95,8 +92,7 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"TASKDASH_{str(err['loc'][0]).upper()}: {err['msg']}"
-            for err in exc.errors()
+            f"TASKDASH_{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
 

@@ -47,9 +47,7 @@ class DepsBuilder:
                 write([f"[taskdash] requirements: reusing cached environment {tag}"])
                 return tag
             write([f"[taskdash] requirements: installing into {tag}"])
-            await self._build(
-                base_image, requirements, tag, labels, write, on_container
-            )
+            await self._build(base_image, requirements, tag, labels, write, on_container)
             write(["[taskdash] requirements: installed"])
         return tag
 
@@ -79,13 +77,9 @@ class DepsBuilder:
             except TimeoutError:
                 await self.runner.kill(container_id)
                 write(["[taskdash] requirements: installing timed out"])
-                raise BuildFailed(
-                    "installing requirements timed out", exit_code=-1
-                ) from None
+                raise BuildFailed("installing requirements timed out", exit_code=-1) from None
             if exit_code != 0:
-                write(
-                    [f"[taskdash] requirements: pip failed with exit code {exit_code}"]
-                )
+                write([f"[taskdash] requirements: pip failed with exit code {exit_code}"])
                 raise BuildFailed("installing requirements failed", exit_code=exit_code)
             repository, _, key = tag.partition(":")
             await self.runner.commit(

@@ -68,17 +68,13 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "NanoCpus": spec.nano_cpus,
         "PidsLimit": spec.pids_limit,
         "Tmpfs": (
-            {"/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_mb}m,mode=1777"}
-            if spec.tmpfs_mb
-            else {}
+            {"/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_mb}m,mode=1777"} if spec.tmpfs_mb else {}
         ),
         "LogConfig": {
             "Type": "json-file",
             "Config": {"max-size": str(spec.log_max_bytes), "max-file": "1"},
         },
-        "Binds": [
-            f"{b.source}:{b.target}:{'ro' if b.read_only else 'rw'}" for b in spec.binds
-        ],
+        "Binds": [f"{b.source}:{b.target}:{'ro' if b.read_only else 'rw'}" for b in spec.binds],
         "Init": True,
     }
     config: dict[str, Any] = {
@@ -100,9 +96,7 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
     return config
 
 
-def tar_single_file(
-    name: str, content: bytes, *, uid: int, gid: int, mode: int
-) -> bytes:
+def tar_single_file(name: str, content: bytes, *, uid: int, gid: int, mode: int) -> bytes:
     """An uncompressed tar holding one file, owned by the task's user."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
@@ -151,9 +145,7 @@ class DockerRunner:
         try:
             version = await asyncio.wait_for(self.docker.version(), timeout=5)
         except (DockerError, OSError, TimeoutError) as exc:
-            raise EngineError(
-                f"Docker engine does not answer: {exc}", status=503
-            ) from None
+            raise EngineError(f"Docker engine does not answer: {exc}", status=503) from None
         return str(version.get("Version", "unknown"))
 
     async def image_info(self, name: str) -> dict[str, Any] | None:
@@ -166,9 +158,7 @@ class DockerRunner:
 
     async def create(self, spec: ContainerSpec, name: str | None = None) -> str:
         try:
-            container = await self.docker.containers.create(
-                container_config(spec), name=name
-            )
+            container = await self.docker.containers.create(container_config(spec), name=name)
         except DockerError as exc:
             if exc.status == 404:
                 raise ImageNotFound(
@@ -180,9 +170,8 @@ class DockerRunner:
 
     async def put_file(self, container_id: str, directory: str, archive: bytes) -> None:
         try:
-            await self.docker.containers.container(container_id).put_archive(
-                directory, archive
-            )
+            container = self.docker.containers.container(container_id)
+            await container.put_archive(directory, archive)  # type: ignore[no-untyped-call]
         except DockerError as exc:
             raise _engine_error(exc, f"copy the script into {directory}") from None
 
@@ -236,9 +225,7 @@ class DockerRunner:
 
     async def remove(self, container_id: str) -> None:
         try:
-            await self.docker.containers.container(container_id).delete(
-                force=True, v=True
-            )
+            await self.docker.containers.container(container_id).delete(force=True, v=True)
         except DockerError as exc:
             if exc.status not in (404, 409):
                 raise _engine_error(exc, "remove the container") from None
@@ -260,8 +247,6 @@ class DockerRunner:
         except DockerError as exc:
             raise _engine_error(exc, "list containers") from None
         return [
-            ContainerSummary(
-                id=str(c.id), labels=dict(c["Labels"] or {}), state=str(c["State"])
-            )
+            ContainerSummary(id=str(c.id), labels=dict(c["Labels"] or {}), state=str(c["State"]))
             for c in found
         ]

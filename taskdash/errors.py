@@ -11,9 +11,7 @@ class TaskdashError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(
-        self, message: str, *, code: str | None = None, status: int | None = None
-    ):
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -22,9 +20,7 @@ class TaskdashError(Exception):
             self.status = status
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "error": {"code": self.code, "message": self.message, "status": self.status}
-        }
+        return {"error": {"code": self.code, "message": self.message, "status": self.status}}
 
 
 class BadRequest(TaskdashError):

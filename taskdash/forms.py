@@ -61,9 +61,7 @@ def parse_bool(value: str | None, name: str, default: bool) -> bool:
     raise BadRequest(f"'{name}' must be true or false, not {value!r}")
 
 
-def parse_number(
-    value: str | None, name: str, kind: type[N], low: N, high: N
-) -> N | None:
+def parse_number(value: str | None, name: str, kind: type[N], low: N, high: N) -> N | None:
     if value is None or value.strip() == "":
         return None
     try:
@@ -136,9 +134,7 @@ def read_requirements(
     if script_type is ScriptType.SHELL:
         raise BadRequest("'requirements' only applies to python tasks")
     if len(raw) > limit:
-        raise PayloadTooLarge(
-            f"requirements are {len(raw)} bytes; the limit is {limit} bytes"
-        )
+        raise PayloadTooLarge(f"requirements are {len(raw)} bytes; the limit is {limit} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
@@ -57,7 +58,7 @@ class Task(Model):
     script_filename = fields.CharField(max_length=255, default="")
     requirements = fields.TextField(null=True)
     image = fields.CharField(max_length=255, null=True)
-    env = fields.JSONField(default=dict)
+    env: fields.Field[dict[str, str]] = fields.JSONField(default=dict)
     timeout_seconds = fields.FloatField(null=True)
     memory_mb = fields.IntField(null=True)
     cpus = fields.FloatField(null=True)
@@ -94,7 +95,7 @@ class Run(Model):
     log_bytes = fields.BigIntField(default=0)
     log_lines = fields.IntField(default=0)
     log_truncated = fields.BooleanField(default=False)
-    docker_info = fields.JSONField(null=True)
+    docker_info: fields.Field[dict[str, Any] | None] = fields.JSONField(null=True)
     # Set for runs fired by a schedule: the slot they were fired for.
     scheduled_for = fields.DatetimeField(null=True)
     catch_up = fields.BooleanField(default=False)
@@ -121,9 +122,7 @@ class Schedule(Model):
     cron_expression = fields.CharField(max_length=200)
     timezone = fields.CharField(max_length=64, default="UTC")
     enabled = fields.BooleanField(default=True)
-    overlap = fields.CharEnumField(
-        OverlapPolicy, max_length=8, default=OverlapPolicy.SKIP
-    )
+    overlap = fields.CharEnumField(OverlapPolicy, max_length=8, default=OverlapPolicy.SKIP)
     next_run_at = fields.DatetimeField(null=True)
     last_run_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(default=utcnow)

@@ -1,4 +1,7 @@
-"""Tortoise config for the `tortoise` CLI (makemigrations): `tortoise -c taskdash.orm_config.TORTOISE_ORM`."""
+"""Tortoise config for the `tortoise` CLI.
+
+.venv/bin/tortoise -c taskdash.orm_config.TORTOISE_ORM makemigrations --name what_changed
+"""
 
 from taskdash.config import load_settings, tortoise_config
 

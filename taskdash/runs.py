@@ -151,9 +151,7 @@ class RunManager:
 
     # public operations -----------------------------------------------------------------------
 
-    async def submit(
-        self, task: Task, trigger: Trigger, *, script: bytes | None = None
-    ) -> Run:
+    async def submit(self, task: Task, trigger: Trigger, *, script: bytes | None = None) -> Run:
         """Record a queued run of `task` and start executing it when a slot is free."""
         if script is None and task.script is None:
             raise Conflict(
@@ -230,9 +228,7 @@ class RunManager:
                 raise
             except Exception:
                 log.exception("run %s crashed in the supervisor", run_id)
-                await self._finish(
-                    run_id, RunStatus.ERROR, error="internal error, see server log"
-                )
+                await self._finish(run_id, RunStatus.ERROR, error="internal error, see server log")
             finally:
                 self._executions.pop(run_id, None)
                 self._containers.pop(run_id, None)
@@ -252,8 +248,8 @@ class RunManager:
                 await self._finish(
                     run_id,
                     RunStatus.ERROR,
-                    error="the server restarted before this run started, and its script was not kept "
-                    "(upload=false)",
+                    error="the server restarted before this run started, and its script "
+                    "was not kept (upload=false)",
                 )
                 return
             writer = self.hub.open_writer(run_id)
@@ -265,25 +261,16 @@ class RunManager:
                     return
                 container_id = await self._create_container(task, run, image, script)
                 await self._mark_running(run, container_id=container_id)
-                await self._supervise(
-                    run, container_id, writer, task_limits(task, self.settings)
-                )
+                await self._supervise(run, container_id, writer, task_limits(task, self.settings))
             except TaskdashError as exc:
-                await self._finish(
-                    run_id, RunStatus.ERROR, error=exc.message, writer=writer
-                )
+                await self._finish(run_id, RunStatus.ERROR, error=exc.message, writer=writer)
             finally:
                 writer.close()
 
-    async def _prepare_image(
-        self, task: Task, run: Run, writer: LogWriter
-    ) -> str | None:
+    async def _prepare_image(self, task: Task, run: Run, writer: LogWriter) -> str | None:
         """The image the run uses: the task's, or its cached requirements image."""
         image = self.image_of(task)
-        if (
-            task.script_type is not ScriptType.PYTHON
-            or not (task.requirements or "").strip()
-        ):
+        if task.script_type is not ScriptType.PYTHON or not (task.requirements or "").strip():
             return image
         labels = run_labels(self.settings.instance, str(task.id), str(run.id), "build")
         try:
@@ -295,17 +282,11 @@ class RunManager:
                 on_container=lambda cid: self._containers.__setitem__(run.id, cid),
             )
         except BuildFailed as exc:
-            status = (
-                RunStatus.STOPPED
-                if run.id in self._stop_requested
-                else RunStatus.FAILED
-            )
+            status = RunStatus.STOPPED if run.id in self._stop_requested else RunStatus.FAILED
             await self._finish(run.id, status, exit_code=exc.exit_code, writer=writer)
             return None
 
-    async def _create_container(
-        self, task: Task, run: Run, image: str, script: bytes
-    ) -> str:
+    async def _create_container(self, task: Task, run: Run, image: str, script: bytes) -> str:
         limits = task_limits(task, self.settings)
         spec = run_spec(
             self.settings,
@@ -388,9 +369,7 @@ class RunManager:
         )
         await self.runner.remove(container_id)
 
-    async def _pump_output(
-        self, container_id: str, writer: LogWriter, skip_lines: int
-    ) -> None:
+    async def _pump_output(self, container_id: str, writer: LogWriter, skip_lines: int) -> None:
         pending = ""
         seen = 0
         async for chunk in self.runner.follow_output(container_id):
@@ -418,9 +397,7 @@ class RunManager:
         if run.started_at is None:
             run.started_at = utcnow()
             fields["started_at"] = run.started_at
-        updated = await Run.filter(id=run.id, status__in=ACTIVE_STATUSES).update(
-            **fields
-        )
+        updated = await Run.filter(id=run.id, status__in=ACTIVE_STATUSES).update(**fields)
         if updated and run.status is not RunStatus.RUNNING:
             run.status = RunStatus.RUNNING
             self.hub.publish_status(run.id, self._task_id(run), RunStatus.RUNNING)
@@ -454,17 +431,13 @@ class RunManager:
                 "log_lines": writer.lines,
                 "log_truncated": writer.truncated,
             }
-        updated = await Run.filter(id=run_id, status__in=ACTIVE_STATUSES).update(
-            **fields
-        )
+        updated = await Run.filter(id=run_id, status__in=ACTIVE_STATUSES).update(**fields)
         if updated:
             run = await Run.get(id=run_id)
             self.hub.publish_status(run_id, self._task_id(run), status)
         elif docker_info is not None or writer is not None:
             # Already terminal (stopped while finishing): still keep what we learnt.
-            keep = {
-                k: v for k, v in fields.items() if k not in ("status", "finished_at")
-            }
+            keep = {k: v for k, v in fields.items() if k not in ("status", "finished_at")}
             keep.pop("error", None)
             await Run.filter(id=run_id).update(**keep)
         return bool(updated)
@@ -513,9 +486,7 @@ class RunManager:
                 skip_lines=writer.lines,
             )
         except TaskdashError as exc:
-            await self._finish(
-                run.id, RunStatus.ERROR, error=exc.message, writer=writer
-            )
+            await self._finish(run.id, RunStatus.ERROR, error=exc.message, writer=writer)
         finally:
             writer.close()
             self.limiter.release()

@@ -70,9 +70,7 @@ class TaskOut(BaseModel):
     task_id: UUID
     name: str
     script_type: ScriptType
-    status: RunStatus | None = Field(
-        description="the latest run's status; null before any run"
-    )
+    status: RunStatus | None = Field(description="the latest run's status; null before any run")
     created_at: datetime
     updated_at: datetime
     script_kept: bool
@@ -132,9 +130,7 @@ class RunStartedOut(BaseModel):
 class DockerInfoOut(BaseModel):
     task_id: UUID
     run_id: UUID | None
-    source: str = Field(
-        description="live (inspected now), kept (saved at the run's end) or none"
-    )
+    source: str = Field(description="live (inspected now), kept (saved at the run's end) or none")
     container: dict[str, Any] | None
 
 
@@ -149,9 +145,7 @@ class TaskCreateForm(BaseModel):
 
     file: str = Field(description="the script file (or send its text in `script`)")
     requirements: str | None = Field(None, description="requirements.txt (python only)")
-    upload: bool = Field(
-        True, description="keep the script (true) or stream it once (false)"
-    )
+    upload: bool = Field(True, description="keep the script (true) or stream it once (false)")
     name: str | None = None
     image: str | None = None
     timeout_seconds: float | None = None

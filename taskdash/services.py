@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from quart import current_app
 from tortoise.context import TortoiseContext
 

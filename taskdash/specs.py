@@ -105,9 +105,7 @@ def pip_command(settings: Settings) -> list[str]:
     return command
 
 
-def build_spec(
-    settings: Settings, *, image: str, labels: Mapping[str, str]
-) -> ContainerSpec:
+def build_spec(settings: Settings, *, image: str, labels: Mapping[str, str]) -> ContainerSpec:
     binds: list[BindMount] = []
     env = {
         "PIP_BREAK_SYSTEM_PACKAGES": "1",

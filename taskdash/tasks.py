@@ -21,9 +21,7 @@ class TaskRow:
     schedule: Schedule | None
 
 
-async def create_task(
-    new: NewTask, manager: RunManager, trigger: Trigger
-) -> tuple[Task, Run]:
+async def create_task(new: NewTask, manager: RunManager, trigger: Trigger) -> tuple[Task, Run]:
     """Store the task (its script only when `upload`) and start its first run."""
     task = await Task.create(
         name=new.name,
@@ -51,9 +49,7 @@ async def get_task(task_id: UUID) -> Task:
 async def get_run(task: Task, run_id: UUID) -> Run:
     run = await Run.get_or_none(id=run_id, task_id=task.id)
     if run is None:
-        raise NotFound(
-            f"task {task.id} has no run with id {run_id}", code="run_not_found"
-        )
+        raise NotFound(f"task {task.id} has no run with id {run_id}", code="run_not_found")
     return run
 
 
@@ -75,9 +71,7 @@ async def rows_for(tasks: list[Task]) -> list[TaskRow]:
     runs = {r.id: r for r in await Run.filter(id__in=run_ids)} if run_ids else {}
     task_ids = [t.id for t in tasks]
     schedules = (
-        {s.task_id: s for s in await Schedule.filter(task_id__in=task_ids)}
-        if task_ids
-        else {}
+        {s.task_id: s for s in await Schedule.filter(task_id__in=task_ids)} if task_ids else {}
     )
     return [
         TaskRow(

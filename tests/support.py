@@ -120,7 +120,9 @@ def make_wheel(directory: Path, name: str, version: str, module_source: str) -> 
     dist_info = f"{name}-{version}.dist-info"
     files = {
         f"{name}.py": module_source.encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+        ),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: taskdash-tests\n"
         b"Root-Is-Purelib: true\nTag: py3-none-any\n",
     }
@@ -163,12 +165,16 @@ def get_run(client: httpx.Client, task_id: str, run_id: str) -> dict[str, Any]:
 
 
 def wait_run(
-    client: httpx.Client, task_id: str, run_id: str, timeout: float = 60.0, status: set[str] | None = None
+    client: httpx.Client,
+    task_id: str,
+    run_id: str,
+    timeout: float = 60.0,
+    status: set[str] | None = None,
 ) -> dict[str, Any]:
     """Poll until the run reaches one of `status` (any terminal state by default)."""
     wanted = status or TERMINAL
     return wait_for(
-        lambda: (run if (run := get_run(client, task_id, run_id))["status"] in wanted else None),
+        lambda: run if (run := get_run(client, task_id, run_id))["status"] in wanted else None,
         timeout=timeout,
         interval=0.1,
         what=f"run {run_id} to reach {sorted(wanted)}",

@@ -147,7 +147,9 @@ def test_unknown_and_malformed_run_ids(client: httpx.Client, unchanged: dict[str
 @pytest.mark.parametrize(
     "query", [{"limit": "0"}, {"limit": "abc"}, {"offset": "-1"}, {"limit": "100000"}]
 )
-def test_bad_pagination(client: httpx.Client, unchanged: dict[str, Any], query: dict[str, str]) -> None:
+def test_bad_pagination(
+    client: httpx.Client, unchanged: dict[str, Any], query: dict[str, str]
+) -> None:
     assert_error(client.get("/task/", params=query), 400)
 
 

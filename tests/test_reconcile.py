@@ -20,7 +20,9 @@ def test_kill_9_mid_run_then_restart_completes_with_the_whole_log(
         wait_for(lambda: "line 5" in logs(http, task_id), what="some output before the crash")
     first.kill()
 
-    second = make_server(data_dir=first.data_dir, instance_id=first.environment()["TASKDASH_INSTANCE_ID"])
+    second = make_server(
+        data_dir=first.data_dir, instance_id=first.environment()["TASKDASH_INSTANCE_ID"]
+    )
     with second.client() as http:
         run = wait_run(http, task_id, run_id, timeout=60)
         text = logs(http, task_id)
@@ -41,7 +43,9 @@ def test_run_whose_container_vanished_during_the_crash_is_an_error(
     first.kill()
     subprocess.run(["docker", "rm", "-f", container_id], check=True, capture_output=True)
 
-    second = make_server(data_dir=first.data_dir, instance_id=first.environment()["TASKDASH_INSTANCE_ID"])
+    second = make_server(
+        data_dir=first.data_dir, instance_id=first.environment()["TASKDASH_INSTANCE_ID"]
+    )
     with second.client() as http:
         run = get_run(http, task_id, run_id)
         assert logs(http, task_id).strip() == "up"

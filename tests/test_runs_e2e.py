@@ -32,7 +32,11 @@ def test_shell_task_with_and_without_shebang(client: httpx.Client) -> None:
 
 
 def test_interleaved_stdout_and_stderr_keep_their_order(client: httpx.Client) -> None:
-    script = "import sys\nfor i in range(6):\n    (sys.stdout if i % 2 else sys.stderr).write(f'{i}\\n')\n"
+    script = (
+        "import sys\n"
+        "for i in range(6):\n"
+        "    (sys.stdout if i % 2 else sys.stderr).write(f'{i}\\n')\n"
+    )
     created = create_task(client, script)
     wait_run(client, created["task_id"], created["run_id"])
     assert logs(client, created["task_id"]).split() == [str(i) for i in range(6)]
@@ -136,7 +140,9 @@ def test_delete_stops_the_run_and_removes_everything(client: httpx.Client) -> No
 
 
 def test_list_is_newest_first_and_paginated(client: httpx.Client) -> None:
-    ids = [create_task(client, f"echo {i}\n", kind="sh", name=f"page-{i}")["task_id"] for i in range(3)]
+    ids = [
+        create_task(client, f"echo {i}\n", kind="sh", name=f"page-{i}")["task_id"] for i in range(3)
+    ]
     first = client.get("/task/", params={"limit": 2})
     assert first.status_code == 200
     total = int(first.headers["X-Total-Count"])
