@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,8 +31,17 @@ class LogEvent:
     task_id: UUID | None = None
 
 
+class SubscriptionDropped(Exception):
+    """The follower fell more than SUBSCRIBER_BUFFER events behind and was let go."""
+
+
 class Subscription:
-    """A bounded mailbox; a follower that falls behind is dropped rather than slowing the run."""
+    """A bounded mailbox; a follower that falls behind is dropped rather than slowing the run.
+
+    A dropped subscription gets nothing more; once its reader has taken what was buffered,
+    `get` raises SubscriptionDropped so the reader can end (an SSE client then resumes from
+    the stored log with Last-Event-ID).
+    """
 
     def __init__(self, hub: LogHub, key: UUID | None) -> None:
         self._hub = hub
@@ -47,8 +56,13 @@ class Subscription:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped = True
+            self._hub.unsubscribe(self)
 
     async def get(self) -> LogEvent:
+        # Dropping happens only when the queue is full, so a reader waiting on an empty
+        # queue cannot miss it: it always finds the flag after draining the backlog.
+        if self.dropped and self.queue.empty():
+            raise SubscriptionDropped
         return await self.queue.get()
 
     def close(self) -> None:
@@ -103,14 +117,14 @@ class LogWriter:
             data = (line + "\n").encode("utf-8", "replace")
             if self.bytes + len(data) > self.max_bytes - TRUNCATION_NOTE_BYTES:
                 self.truncated = True
-                line = f"[taskdash] log truncated: stored output is capped at {self.max_bytes} bytes"
+                line = (
+                    f"[taskdash] log truncated: stored output is capped at {self.max_bytes} bytes"
+                )
                 data = (line + "\n").encode()
             self._file.write(data)
             self.bytes += len(data)
             self.lines += 1
-            self._hub.publish(
-                LogEvent("line", self.run_id, number=self.lines, text=line)
-            )
+            self._hub.publish(LogEvent("line", self.run_id, number=self.lines, text=line))
         self._file.flush()
 
     def close(self) -> None:
@@ -173,7 +187,7 @@ class LogHub:
             kind = "end"
         self.publish(LogEvent(kind, run_id, status=status, task_id=task_id))
 
-    def read_lines(self, run_id: UUID, after: int = 0) -> Iterator[tuple[int, str]]:
+    def read_lines(self, run_id: UUID, after: int = 0) -> Generator[tuple[int, str], None, None]:
         """Stored lines numbered from 1, skipping the first `after`."""
         path = self.path_for(run_id)
         if not path.exists():
