@@ -18,16 +18,27 @@ cd "$ROOT"
 "$ROOT/scripts/setup.sh" --test
 
 PATHS=(taskdash tests bench app.py)
-run() { say "$*"; "$@"; }
-run .venv/bin/ruff check "${PATHS[@]}"
-run .venv/bin/ruff format --check "${PATHS[@]}"
-run .venv/bin/mypy taskdash
-[ "$what" = lint ] && exit 0
-
-say ".venv/bin/python -m pytest -q $*"
-rc=0
-.venv/bin/python -m pytest -q "$@" || rc=$?
-if [ "$rc" -eq 5 ]; then
-    die "pytest collected no tests (exit 5): that counts as a failure"
+# Every step runs even when an earlier one fails, so one CI run shows all problems.
+failed=()
+step() {
+    local name=$1; shift
+    say "$*"
+    local rc=0
+    "$@" || rc=$?
+    if [ "$name" = pytest ] && [ "$rc" -eq 5 ]; then
+        say "pytest collected no tests (exit 5): that counts as a failure"
+    fi
+    if [ "$rc" -ne 0 ]; then failed+=("$name (exit $rc)"); fi
+}
+step "ruff check" .venv/bin/ruff check "${PATHS[@]}"
+step "ruff format" .venv/bin/ruff format --check "${PATHS[@]}"
+step mypy .venv/bin/mypy taskdash
+if [ "$what" = all ]; then
+    step pytest .venv/bin/python -m pytest -q "$@"
 fi
-exit "$rc"
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    printf -v summary '%s, ' "${failed[@]}"
+    die "failed: ${summary%, }"
+fi
+say "all passed"
