@@ -90,6 +90,8 @@ cleanup() {
     rm -rf --one-file-system "$WORK"
 }
 trap cleanup EXIT
+trap "exit 130" INT
+trap "exit 143" TERM
 cleanup
 mkdir -p "$DEBS" "$ARCHIVES/partial" "$ROOTFS"
 

@@ -37,7 +37,7 @@ with_lock() {
     mkdir -p "$(dirname "$file")"
     exec {fd}>"$file"
     if ! flock -n "$fd"; then
-        say "waiting for another setup holding $file"
+        say "waiting for another run holding $file"
         flock "$fd"
     fi
 }
