@@ -238,6 +238,19 @@ out=$("${check[@]}" "$PYTHON_IMAGE" python3 -m pip --version) || die "$PYTHON_IM
 say "check $PYTHON_IMAGE: $out"
 say "checks done in $(elapsed "$t")"
 
+# Remove earlier builds left untagged because a container still used them when they were
+# replaced (only images this script imported; docker refuses those still in use).
+stale=()
+for id in $(docker images -q --no-trunc -f dangling=true -f label=taskdash.recipe); do
+    case $(docker image inspect --format '{{.Comment}}' "$id" 2>/dev/null) in
+        "taskdash build-images.sh"*) stale+=("$id") ;;
+    esac
+done
+if [ "${#stale[@]}" -gt 0 ]; then
+    removed=$( (docker rmi "${stale[@]}" 2>/dev/null || true) | grep -c '^Deleted: ' || true)
+    say "removed ${#stale[@]} superseded untagged image(s) ($removed layers deleted)"
+fi
+
 for image in "$SHELL_IMAGE" "$PYTHON_IMAGE"; do
     say "image $image $(docker image inspect --format '{{.Size}}' "$image" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
 done
