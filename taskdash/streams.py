@@ -1,7 +1,377 @@
-"""Server-sent event streams of run logs and status changes."""
+"""Server-sent event streams of run logs and status changes.
+
+Every log stream subscribes to the run before it replays the stored log, so no line falls
+between the two; lines carry their number as the SSE `id:` and anything at or below the last
+number sent (or the client's `Last-Event-ID`) is skipped, so none arrives twice. A follower that
+falls too far behind is dropped by the hub: its stream then ends *without* `event: end`, and the
+client reconnects with `Last-Event-ID` to resume from the stored log (browsers do so by
+themselves).
+
+`GET /task/<id>/logs/stream` with no `run_id` follows the task's latest run; when the task has
+no run yet it waits for the next one (with keep-alives) instead of failing, so a client can
+connect before it triggers the first run. `Last-Event-ID` counts lines of the run the stream
+follows: pass `run_id` when resuming if the task may have been re-run meanwhile.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Protocol
+from uuid import UUID
+
+from jinja2 import TemplateError
+from markupsafe import escape
+from quart import Blueprint, Quart, Response, current_app, render_template_string, request
+
+from taskdash.ansi import ansi_to_html
+from taskdash.errors import BadRequest
+from taskdash.forms import parse_number, parse_uuid
+from taskdash.logs import LogEvent, LogHub, Subscription, SubscriptionDropped
+from taskdash.models import Run, RunStatus, Task
+from taskdash.services import services
+from taskdash.tasks import get_run, get_task, latest_run
+
+log = logging.getLogger(__name__)
 
 streams = Blueprint("streams", __name__)
+
+KEEPALIVE_SECONDS = 15.0
+KEEPALIVE = ": keep-alive\n\n"
+REPLAY_CHUNK_CHARS = 64 * 1024
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+BADGE_SOURCE = '{% from "_partials.html" import status_badge %}{{ status_badge(status) }}'
+STATUS_RANK = {RunStatus.QUEUED: 0, RunStatus.RUNNING: 1}
+TERMINAL_RANK = 2
+
+
+def sse_event(event: str, data: str, event_id: int | None = None) -> str:
+    """One SSE event; a line break inside `data` becomes a further `data:` line."""
+    fields = [f"event: {event}"]
+    if event_id is not None:
+        fields.append(f"id: {event_id}")
+    fields.extend(f"data: {part}" for part in LINE_BREAK.split(data))
+    return "\n".join(fields) + "\n\n"
+
+
+def status_rank(status: str) -> int:
+    return STATUS_RANK.get(RunStatus(status), TERMINAL_RANK)
+
+
+def keepalive_seconds() -> float:
+    """The idle interval between keep-alive comments (TASKDASH_SSE_KEEPALIVE_SECONDS)."""
+    configured = getattr(services().settings, "sse_keepalive_seconds", None)
+    return float(configured) if configured else KEEPALIVE_SECONDS
+
+
+def resume_after() -> int:
+    """The last line the client has: its `Last-Event-ID`, or `?after=` (a page that rendered
+    the stored lines itself connects with it); the larger wins."""
+    raw = (request.headers.get("Last-Event-ID") or "").strip()
+    if raw and not raw.isdigit():
+        raise BadRequest(f"Last-Event-ID must be a line number, not {raw!r}")
+    after = parse_number(request.args.get("after"), "after", int, 0, 10**12) or 0
+    return max(int(raw or 0), after)
+
+
+def event_stream(body: AsyncIterator[str]) -> Response:
+    response = Response(encode(body), status=200, headers=SSE_HEADERS)
+    response.timeout = None  # the stream lasts as long as the run, not a request
+    return response
+
+
+async def encode(body: AsyncIterator[str]) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        yield chunk.encode("utf-8", "replace")
+
+
+# rendering: the API sends raw text and JSON, the dashboard HTML fragments ----------------------
+
+
+class Renderer(Protocol):
+    def line(self, number: int, text: str) -> str: ...
+
+    async def status(self, run_id: UUID, status: RunStatus) -> str: ...
+
+    async def end(self, run: Run) -> str: ...
+
+
+class JsonRenderer:
+    def line(self, number: int, text: str) -> str:
+        return sse_event("line", text, number)
+
+    async def status(self, run_id: UUID, status: RunStatus) -> str:
+        return sse_event("status", json.dumps({"run_id": str(run_id), "status": status.value}))
+
+    async def end(self, run: Run) -> str:
+        body = {"run_id": str(run.id), "status": run.status.value, "exit_code": run.exit_code}
+        return sse_event("end", json.dumps(body))
+
+
+class Badges:
+    """The `status_badge` macro of templates/_partials.html, rendered outside the request."""
+
+    def __init__(self, app: Quart) -> None:
+        self.app = app
+
+    async def render(self, status: RunStatus) -> str:
+        async with self.app.app_context():
+            try:
+                return await render_template_string(BADGE_SOURCE, status=status)
+            except TemplateError:
+                log.exception("cannot render the status badge; sending the bare status")
+                return str(escape(status.value))
+
+
+class HtmlRenderer:
+    def __init__(self, badges: Badges) -> None:
+        self.badges = badges
+
+    def line(self, number: int, text: str) -> str:
+        html = (
+            f'<div class="line" id="L{number}"><span class="ln">{number}</span>'
+            f'<span class="tx">{ansi_to_html(text)}</span></div>'
+        )
+        return sse_event("line", html, number)
+
+    async def status(self, run_id: UUID, status: RunStatus) -> str:
+        return sse_event("status", await self.badges.render(status))
+
+    async def end(self, run: Run) -> str:
+        return sse_event("end", await self.badges.render(run.status))
+
+
+# following one run ----------------------------------------------------------------------------
+
+
+def replay(hub: LogHub, run_id: UUID, after: int, render: Renderer) -> Iterator[tuple[int, str]]:
+    """Stored lines after `after`, rendered, in chunks: (last number in chunk, chunk)."""
+    parts: list[str] = []
+    size = 0
+    with contextlib.closing(hub.read_lines(run_id, after=after)) as lines:
+        for number, text in lines:
+            parts.append(render.line(number, text))
+            size += len(parts[-1])
+            after = number
+            if size >= REPLAY_CHUNK_CHARS:
+                yield after, "".join(parts)
+                parts, size = [], 0
+    if parts:
+        yield after, "".join(parts)
+
+
+def take_ready(subscription: Subscription, first: LogEvent) -> list[LogEvent]:
+    """`first` and whatever else is already queued, so a burst goes out as one write."""
+    events = [first]
+    while not subscription.queue.empty():
+        events.append(subscription.queue.get_nowait())
+    return events
+
+
+class RunFollower:
+    """Streams one run: current status, stored lines after `after`, live lines, then end."""
+
+    def __init__(
+        self, hub: LogHub, run_id: UUID, after: int, render: Renderer, keepalive: float
+    ) -> None:
+        self.hub = hub
+        self.run_id = run_id
+        self.after = after
+        self.render = render
+        self.keepalive = keepalive
+        self.rank = -1
+
+    async def stream(self) -> AsyncIterator[str]:
+        with self.hub.subscribe(self.run_id) as subscription:
+            run = await Run.get_or_none(id=self.run_id)
+            if run is None:
+                return
+            if run.status.is_terminal:
+                async for chunk in self.finish(run):
+                    yield chunk
+                return
+            yield await self.status(run.status)
+            for chunk in self.replay():
+                yield chunk
+            async for chunk in self.follow(subscription):
+                yield chunk
+
+    def replay(self) -> Iterator[str]:
+        for last, chunk in replay(self.hub, self.run_id, self.after, self.render):
+            self.after = last
+            yield chunk
+
+    async def follow(self, subscription: Subscription) -> AsyncIterator[str]:
+        while True:
+            try:
+                async with asyncio.timeout(self.keepalive):
+                    first = await subscription.get()
+            except TimeoutError:
+                run = await Run.get_or_none(id=self.run_id)
+                if run is None or run.status.is_terminal:
+                    # A safety net: the end event was missed, or the run was deleted.
+                    async for chunk in self.finish(run):
+                        yield chunk
+                    return
+                yield KEEPALIVE
+                continue
+            except SubscriptionDropped:
+                yield ": dropped (too far behind): reconnect with Last-Event-ID\n\n"
+                return
+            out, ended = await self.render_events(take_ready(subscription, first))
+            if out:
+                yield out
+            if ended:
+                async for chunk in self.finish(await Run.get_or_none(id=self.run_id)):
+                    yield chunk
+                return
+
+    async def render_events(self, events: list[LogEvent]) -> tuple[str, bool]:
+        """The rendered lines and status changes, and whether the run ended among them."""
+        parts: list[str] = []
+        for event in events:
+            if event.kind == "line" and event.number > self.after:
+                parts.append(self.render.line(event.number, event.text))
+                self.after = event.number
+            elif event.kind == "status":
+                parts.append(await self.status(RunStatus(event.status)))
+            elif event.kind == "end":
+                return "".join(parts), True
+        return "".join(parts), False
+
+    async def status(self, status: RunStatus) -> str:
+        """The status event, or nothing when it is not newer than the one already sent."""
+        rank = status_rank(status)
+        if rank <= self.rank:
+            return ""
+        self.rank = rank
+        return await self.render.status(self.run_id, status)
+
+    async def finish(self, run: Run | None) -> AsyncIterator[str]:
+        """Whatever stored lines were not sent yet, then `end` with the final status."""
+        for chunk in self.replay():
+            yield chunk
+        if run is not None:
+            yield await self.render.end(run)
+
+
+async def wait_for_run(hub: LogHub, task_id: UUID, keepalive: float) -> AsyncIterator[str | UUID]:
+    """Keep-alives until the task has a run, then that run's id (nothing if it is deleted)."""
+    with hub.subscribe(None) as subscription:
+        task = await Task.get_or_none(id=task_id)
+        if task is None:
+            return
+        if task.last_run_id is not None:
+            yield task.last_run_id
+            return
+        yield ": this task has no run yet: waiting for its next run\n\n"
+        while True:
+            try:
+                async with asyncio.timeout(keepalive):
+                    event = await subscription.get()
+            except TimeoutError:
+                if not await Task.exists(id=task_id):
+                    return
+                yield KEEPALIVE
+                continue
+            except SubscriptionDropped:
+                return
+            if event.task_id == task_id:
+                yield event.run_id
+                return
+
+
+async def task_log_stream(
+    hub: LogHub, task_id: UUID, run_id: UUID | None, after: int, keepalive: float
+) -> AsyncIterator[str]:
+    if run_id is None:
+        async for item in wait_for_run(hub, task_id, keepalive):
+            if isinstance(item, UUID):
+                run_id = item
+            else:
+                yield item
+        if run_id is None:
+            return
+    follower = RunFollower(hub, run_id, after, JsonRenderer(), keepalive)
+    async for chunk in follower.stream():
+        yield chunk
+
+
+# the task list's live badges --------------------------------------------------------------------
+
+
+async def is_latest_run(event: LogEvent) -> bool:
+    """A task's badge shows its latest run: an older run still finishing must not repaint it."""
+    return await Task.exists(id=event.task_id, last_run_id=event.run_id)
+
+
+async def status_feed(hub: LogHub, badges: Badges, keepalive: float) -> AsyncIterator[str]:
+    with hub.subscribe(None) as subscription:
+        yield ": connected\n\n"
+        while True:
+            try:
+                async with asyncio.timeout(keepalive):
+                    event = await subscription.get()
+            except TimeoutError:
+                yield KEEPALIVE
+                continue
+            except SubscriptionDropped:
+                return
+            if event.task_id is not None and await is_latest_run(event):
+                badge = await badges.render(RunStatus(event.status))
+                yield sse_event(f"task-{event.task_id}", badge)
+
+
+# routes -----------------------------------------------------------------------------------------
+
+
+@streams.get("/task/<task_id>/logs/stream")
+async def task_logs_stream(task_id: str) -> Response:
+    """Live log of the latest run (or of `?run_id=`) as server-sent events.
+
+    Events: `line` (id = line number, data = the raw line), `status` (JSON run_id, status),
+    `end` (JSON run_id, status, exit_code; the stream then closes), and `: keep-alive`
+    comments. Send `Last-Event-ID` (or `?after=N`) to resume after a line. With no run yet,
+    waits for the task's next run.
+    """
+    task = await get_task(parse_uuid(task_id))
+    after = resume_after()
+    run_id: UUID | None = None
+    if request.args.get("run_id"):
+        run_id = (await get_run(task, parse_uuid(request.args["run_id"], "run id"))).id
+    else:
+        run = await latest_run(task)
+        run_id = run.id if run is not None else None
+    hub = services().hub
+    return event_stream(task_log_stream(hub, task.id, run_id, after, keepalive_seconds()))
+
+
+@streams.get("/ui/tasks/<task_id>/runs/<run_id>/stream")
+async def run_page_stream(task_id: str, run_id: str) -> Response:
+    """A run's live log for the dashboard: lines as HTML fragments, status as badges."""
+    task = await get_task(parse_uuid(task_id))
+    run = await get_run(task, parse_uuid(run_id, "run id"))
+    render = HtmlRenderer(Badges(app_object()))
+    follower = RunFollower(services().hub, run.id, resume_after(), render, keepalive_seconds())
+    return event_stream(follower.stream())
+
+
+@streams.get("/ui/events")
+async def status_events() -> Response:
+    """Every run status change as `event: task-<task_id>` with the rendered badge."""
+    badges = Badges(app_object())
+    return event_stream(status_feed(services().hub, badges, keepalive_seconds()))
+
+
+def app_object() -> Quart:
+    app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
+    return app  # type: ignore[no-any-return]
