@@ -121,11 +121,19 @@ def register_lifecycle(app: Quart, settings: Settings) -> None:
         services: Services | None = app.extensions.pop("taskdash", None)
         if services is None:
             return
-        if services.scheduler is not None:
-            await services.scheduler.close()
-        await services.runs.close()
-        await services.runner.close()
-        await close_database(services.database)
+        # Each step runs even if an earlier one failed: an unclosed database connection
+        # would keep the process from exiting.
+        try:
+            if services.scheduler is not None:
+                await services.scheduler.close()
+        finally:
+            try:
+                await services.runs.close()
+            finally:
+                try:
+                    await services.runner.close()
+                finally:
+                    await close_database(services.database)
 
 
 async def report_images(runner: DockerRunner, settings: Settings) -> None:

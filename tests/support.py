@@ -33,6 +33,14 @@ def wait_for(
     return last
 
 
+def stop_when_parent_dies() -> None:
+    """In the child: get SIGTERM if the test process dies, so no server outlives a killed run."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -68,6 +76,7 @@ class LiveServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=stop_when_parent_dies,
         )
         wait_for(
             lambda: self._answers(healthy),
