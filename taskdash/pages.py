@@ -45,6 +45,7 @@ pages = Blueprint("pages", __name__)
 TASK_LOG_LINES = 2_000  # the task page shows the tail; the run page and log.txt have the rest
 RUN_LOG_LINES = 50_000
 HISTORY_RUNS = 30
+NEVER = "0001-01-01"  # Docker's zero time: a container that has not finished
 # Messages of forms.py written for API clients, said the way the upload form asks.
 FRIENDLY = {"missing_file": "Choose a script file, or paste the script into the text area."}
 
@@ -214,12 +215,12 @@ def duration_chart(task: Task, runs: list[Run], width: int = 640, height: int = 
     ordered = list(reversed(runs))
     if not ordered:
         return Chart(width, height)
-    longest = max((r.duration_seconds or 0.0 for r in ordered), default=0.0) or 1.0
+    longest = max((r.duration_seconds or 0.0 for r in ordered), default=0.0)
     slot = width / max(len(ordered), 12)
     bars = []
     for index, run in enumerate(ordered):
         seconds = run.duration_seconds
-        bar_height = max(3.0, (seconds or 0.0) / longest * (height - 4))
+        bar_height = max(3.0, (seconds or 0.0) / (longest or 1.0) * (height - 4))
         label = f"{run.status.value}, " + (
             format_duration(seconds) if seconds is not None else "no duration"
         )
@@ -260,7 +261,12 @@ def docker_facts(info: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         ("CPUs", f"{(host.get('NanoCpus') or 0) / 1e9:g}"),
         ("Read-only root", "yes" if host.get("ReadonlyRootfs") else "no"),
     ]
-    return [(label, value) for label, value in facts if value]
+    running = state.get("Running", False)
+    return [
+        (label, value)
+        for label, value in facts
+        if value and not value.startswith(NEVER) and not (running and label == "Exit code")
+    ]
 
 
 async def docker_info_of(run: Run | None) -> tuple[str, dict[str, Any] | None]:
