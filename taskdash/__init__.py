@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from quart import Quart, Response, jsonify, request
@@ -102,38 +103,37 @@ def register_error_handlers(app: Quart) -> None:
 
 
 def register_lifecycle(app: Quart, settings: Settings) -> None:
+    """Start services in order; the exit stack closes them in reverse, each even if one fails."""
+    shutdown = contextlib.AsyncExitStack()
+
     @app.before_serving
     async def start_services() -> None:
         database = await open_database(settings)
+        shutdown.push_async_callback(close_database, database)
         runner = DockerRunner(settings.docker_url)
         await runner.open()
+        shutdown.push_async_callback(runner.close)
         hub = LogHub(settings.logs_dir, settings.log_max_bytes)
         runs = RunManager(settings, runner, hub)
-        services = Services(settings=settings, database=database, runner=runner, hub=hub, runs=runs)
-        app.extensions["taskdash"] = services
         await report_images(runner, settings)
         await runs.start()
-        services.scheduler = Scheduler(settings, runs)
-        await services.scheduler.start()
+        shutdown.push_async_callback(runs.close)
+        scheduler = Scheduler(settings, runs)
+        await scheduler.start()
+        shutdown.push_async_callback(scheduler.close)
+        app.extensions["taskdash"] = Services(
+            settings=settings,
+            database=database,
+            runner=runner,
+            hub=hub,
+            runs=runs,
+            scheduler=scheduler,
+        )
 
     @app.after_serving
     async def stop_services() -> None:
-        services: Services | None = app.extensions.pop("taskdash", None)
-        if services is None:
-            return
-        # Each step runs even if an earlier one failed: an unclosed database connection
-        # would keep the process from exiting.
-        try:
-            if services.scheduler is not None:
-                await services.scheduler.close()
-        finally:
-            try:
-                await services.runs.close()
-            finally:
-                try:
-                    await services.runner.close()
-                finally:
-                    await close_database(services.database)
+        app.extensions.pop("taskdash", None)
+        await shutdown.aclose()
 
 
 async def report_images(runner: DockerRunner, settings: Settings) -> None:
