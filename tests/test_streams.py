@@ -9,10 +9,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
 
+from taskdash import create_app
+from taskdash.config import load_settings
+from taskdash.models import ScriptType, Task, Trigger
+from taskdash.services import Services
 from taskdash.streams import sse_event
 from tests.support import LiveServer, create_task, logs, wait_for, wait_run
 
@@ -268,6 +273,32 @@ async def test_keep_alives_while_a_run_is_quiet_then_end_when_it_is_stopped(
     assert [e.event for e in stream.events] == ["status", "line", "end"]
     end = stream.end()
     assert end is not None and json.loads(end.data)["status"] == "stopped"
+
+
+async def test_with_no_run_yet_the_stream_waits_for_the_next_run(
+    docker_engine: None, tmp_path: Path
+) -> None:
+    # The API always starts a first run, so a task without one is made in-process.
+    settings = load_settings(data_dir=tmp_path / "data", instance_id=f"test-{uuid.uuid4().hex}")
+    app = create_app(settings)
+    async with app.test_app() as test_app:
+        services: Services = app.extensions["taskdash"]
+        task = await Task.create(name="later", script_type=ScriptType.SHELL, script=b"echo later\n")
+        path = stream_path(str(task.id))
+        async with test_app.test_client().request(path) as connection, asyncio.timeout(60):
+            await connection.send_complete()
+            body = await connection.receive()
+            assert connection.status_code == 200
+            assert b"no run yet" in body
+            run = await services.runs.submit(task, Trigger.API)
+            while b"event: end" not in body:
+                body += await connection.receive()
+    stream = Stream()
+    await read_stream(iterate(body.decode().splitlines()), stream, lambda _s: False)
+    assert stream.lines() == [(1, "later")]
+    end = stream.end()
+    assert end is not None
+    assert json.loads(end.data) == {"run_id": str(run.id), "status": "succeeded", "exit_code": 0}
 
 
 # many followers, slow followers -----------------------------------------------------------------
