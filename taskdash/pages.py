@@ -238,6 +238,14 @@ def duration_chart(task: Task, runs: list[Run], width: int = 640, height: int = 
     return Chart(width, height, bars, longest)
 
 
+def docker_time(value: object) -> str:
+    """Docker's RFC 3339 nanosecond time, to the second, as the rest of the page shows times."""
+    text = str(value or "")
+    if len(text) < 19 or text.startswith(NEVER):
+        return ""
+    return f"{text[:10]} {text[11:19]} UTC"
+
+
 def docker_facts(info: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     """The few fields of `docker inspect` a person looks for first."""
     if not info:
@@ -253,8 +261,8 @@ def docker_facts(info: Mapping[str, Any] | None) -> list[tuple[str, str]]:
         ("State", str(state.get("Status", ""))),
         ("Exit code", str(state.get("ExitCode", ""))),
         ("OOM killed", "yes" if state.get("OOMKilled") else "no"),
-        ("Started", str(state.get("StartedAt", ""))),
-        ("Finished", str(state.get("FinishedAt", ""))),
+        ("Started", docker_time(state.get("StartedAt"))),
+        ("Finished", docker_time(state.get("FinishedAt"))),
         ("User", str(config.get("User", "")) or "root"),
         ("Network", str(host.get("NetworkMode", ""))),
         ("Memory limit", f"{memory // (1024 * 1024)} MiB" if memory else "none"),
