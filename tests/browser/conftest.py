@@ -32,7 +32,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+# Module scope: the sync API runs its own event loop, which must be gone before async tests run.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     require(CHROMIUM.exists(), f"{CHROMIUM} is missing: install Debian's chromium package")
     with sync_playwright() as playwright:
