@@ -402,8 +402,9 @@ async def new_task() -> Response:
 @pages.post("/tasks")
 async def create() -> Response:
     """Create a task from the upload form, start it, and go to its page."""
-    form, files = await read_form()
+    form: dict[str, str] = {}
     try:
+        form, files = await read_form()
         script_type = parse_script_type(form.get("script_type"))
         limit = services().settings.max_script_bytes
         new = parse_new_task(script_type, form, files, limit)

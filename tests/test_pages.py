@@ -184,6 +184,7 @@ def test_too_large_upload_is_a_clear_message(make_server: Callable[..., LiveServ
             headers=HTMX,
         )
         body = html_of(huge, 413)
+        assert body.lstrip().startswith('<form id="upload-form"'), "shown next to the form"
         assert "too large" in body and "<html" not in body
 
 
