@@ -123,7 +123,8 @@ class Schedule(Model):
     timezone = fields.CharField(max_length=64, default="UTC")
     enabled = fields.BooleanField(default=True)
     overlap = fields.CharEnumField(OverlapPolicy, max_length=8, default=OverlapPolicy.SKIP)
-    next_run_at = fields.DatetimeField(null=True)
+    # The next slot to decide, in UTC; null while paused. The loop sleeps until the smallest.
+    next_run_at = fields.DatetimeField(null=True, db_index=True)
     last_run_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(default=utcnow)
     updated_at = fields.DatetimeField(default=utcnow)
@@ -132,3 +133,37 @@ class Schedule(Model):
 
     class Meta:
         table = "schedule"
+
+
+class SlotOutcome(StrEnum):
+    FIRED = "fired"
+    SKIPPED = "skipped"
+    WAITING = "waiting"
+    MISSED = "missed"
+
+
+class ScheduleSlot(Model):
+    """One decided cron slot of a task: fired (with its run), skipped, waiting or missed."""
+
+    # Unique (task, slot_at), written in the same transaction as the run it starts: a slot
+    # fires once, even if two schedulers (or a retry after a crash) decide it.
+
+    id = fields.BigIntField(primary_key=True)
+    task: fields.ForeignKeyRelation[Task] = fields.ForeignKeyField(
+        "taskdash.Task", related_name="schedule_slots", on_delete=fields.CASCADE
+    )
+    slot_at = fields.DatetimeField()
+    outcome = fields.CharEnumField(SlotOutcome, max_length=8)
+    run_id = fields.UUIDField(null=True)
+    catch_up = fields.BooleanField(default=False)
+    # Earlier slots of the same schedule passed over without a run (the server was down).
+    missed_before = fields.IntField(default=0)
+    reason = fields.CharField(max_length=200, default="")
+    recorded_at = fields.DatetimeField(default=utcnow)
+
+    task_id: object
+
+    class Meta:
+        table = "schedule_slot"
+        unique_together = (("task", "slot_at"),)
+        indexes = (("outcome", "slot_at"),)
