@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     default_timezone: str = "UTC"
     schedule_missed_deadline_seconds: float = Field(300.0, ge=0)
     page_size: int = Field(50, ge=1, le=1000)
+    sse_keepalive_seconds: float = Field(15.0, gt=0)
 
     @field_validator("pip_find_links", "pip_ca_bundle")
     @classmethod
