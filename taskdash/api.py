@@ -16,7 +16,7 @@ from tortoise import connections
 
 from taskdash.errors import Conflict, TaskdashError, UnsupportedMediaType
 from taskdash.forms import parse_new_task, parse_page, parse_uuid
-from taskdash.models import ACTIVE_STATUSES, Run, ScriptType, Task, Trigger
+from taskdash.models import Run, ScriptType, Task, Trigger
 from taskdash.runs import task_limits
 from taskdash.schemas import (
     DockerInfoOut,
@@ -33,6 +33,7 @@ from taskdash.schemas import (
 )
 from taskdash.services import services
 from taskdash.tasks import (
+    active_run,
     create_task,
     delete_task,
     get_run,
@@ -180,9 +181,7 @@ async def remove_task(task_id: str) -> Response:
 async def stop_task(task_id: str) -> Response:
     """Stop the task's active run (409 when nothing runs); answers the stopped run."""
     task = await get_task(parse_uuid(task_id))
-    run = (
-        await Run.filter(task_id=task.id, status__in=ACTIVE_STATUSES).order_by("-queued_at").first()
-    )
+    run = await active_run(task)
     if run is None:
         raise Conflict(f"task {task.id} has no queued or running run to stop", code="not_running")
     run = await services().runs.stop(run)

@@ -30,6 +30,7 @@ from taskdash.models import ACTIVE_STATUSES, Run, ScriptType, Task, Trigger
 from taskdash.services import services
 from taskdash.tasks import (
     TaskRow,
+    active_run,
     create_task,
     delete_task,
     get_run,
@@ -296,13 +297,6 @@ async def schedule_of(task_id: UUID) -> dict[str, Any] | None:
         return None
     found: dict[str, Any] | None = await scheduler.schedule_json_for(task_id)
     return found
-
-
-async def active_run(task: Task) -> Run | None:
-    run: Run | None = (
-        await Run.filter(task_id=task.id, status__in=ACTIVE_STATUSES).order_by("-queued_at").first()
-    )
-    return run
 
 
 async def task_row(task: Task) -> TaskRow:

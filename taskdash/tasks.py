@@ -10,7 +10,7 @@ from tortoise.transactions import in_transaction
 from taskdash.errors import NotFound
 from taskdash.forms import NewTask
 from taskdash.logs import LogHub
-from taskdash.models import Run, Schedule, Task, Trigger, utcnow
+from taskdash.models import ACTIVE_STATUSES, Run, Schedule, Task, Trigger, utcnow
 from taskdash.runs import RunManager
 
 
@@ -57,6 +57,14 @@ async def latest_run(task: Task) -> Run | None:
     if task.last_run_id is None:
         return None
     return await Run.get_or_none(id=task.last_run_id)
+
+
+async def active_run(task: Task) -> Run | None:
+    """The task's newest queued or running run, if any."""
+    run: Run | None = (
+        await Run.filter(task_id=task.id, status__in=ACTIVE_STATUSES).order_by("-queued_at").first()
+    )
+    return run
 
 
 async def list_tasks(limit: int, offset: int) -> tuple[list[TaskRow], int]:
