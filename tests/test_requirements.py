@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import Wheelhouse, require
-from tests.support import LiveServer, create_task, logs, wait_run
+from tests.support import LiveServer, create_task, logs, make_wheel, wait_run
 
 SCRIPT = "import tdprobe\nprint(tdprobe.VALUE)\n"
 
@@ -17,20 +18,25 @@ SCRIPT = "import tdprobe\nprint(tdprobe.VALUE)\n"
 def test_requirements_install_once_and_are_reused(
     client: httpx.Client, wheelhouse: Wheelhouse
 ) -> None:
-    first = create_task(client, SCRIPT, requirements=wheelhouse.requirement + "\n")
+    # A version no other test asks for, so this test sees the first install itself.
+    version = f"2.0.{uuid.uuid4().int % 10**9}"
+    make_wheel(wheelhouse.folder, "tdprobe", version, f"VALUE = 'fresh {version}'\n")
+    requirement = f"tdprobe=={version}\n"
+
+    first = create_task(client, SCRIPT, requirements=requirement)
     run = wait_run(client, first["task_id"], first["run_id"], timeout=120)
     first_log = logs(client, first["task_id"])
     assert run["status"] == "succeeded", first_log
     assert "requirements: installing" in first_log
-    assert first_log.splitlines()[-1] == wheelhouse.value
+    assert first_log.splitlines()[-1] == f"fresh {version}"
 
-    second = create_task(client, SCRIPT, requirements=wheelhouse.requirement + "\n")
+    second = create_task(client, SCRIPT, requirements=requirement)
     run = wait_run(client, second["task_id"], second["run_id"], timeout=60)
     second_log = logs(client, second["task_id"])
     assert run["status"] == "succeeded", second_log
     assert "requirements: reusing cached environment" in second_log
     assert "installing" not in second_log
-    assert second_log.splitlines()[-1] == wheelhouse.value
+    assert second_log.splitlines()[-1] == f"fresh {version}"
 
 
 def test_the_run_itself_stays_offline_with_requirements(
