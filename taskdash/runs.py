@@ -161,15 +161,15 @@ class RunManager:
         run = await Run.create(task=task, trigger=trigger, image=self.image_of(task))
         await Task.filter(id=task.id).update(last_run_id=run.id, updated_at=utcnow())
         task.last_run_id = run.id
-        self.launch(run, script=script)
+        self.launch(run.id, task.id, script=script)
         return run
 
-    def launch(self, run: Run, *, script: bytes | None = None) -> None:
+    def launch(self, run_id: UUID, task_id: UUID, *, script: bytes | None = None) -> None:
         """Execute an already recorded queued run (the scheduler records runs itself)."""
         if script is not None:
-            self._scripts[run.id] = script
-        self.hub.publish_status(run.id, self._task_id(run), RunStatus.QUEUED)
-        self._spawn(run.id, self._execute(run.id))
+            self._scripts[run_id] = script
+        self.hub.publish_status(run_id, task_id, RunStatus.QUEUED)
+        self._spawn(run_id, self._execute(run_id))
 
     def image_of(self, task: Task) -> str:
         return task.image or self.settings.image_for(task.script_type.value)
@@ -472,7 +472,7 @@ class RunManager:
                 log.warning("removing orphan container %s", container.id[:12])
                 await self.runner.remove(container.id)
         for run in await Run.filter(status=RunStatus.QUEUED).order_by("queued_at"):
-            self.launch(run)
+            self.launch(run.id, self._task_id(run))
 
     async def _resume(self, run: Run, container_id: str) -> None:
         writer = self.hub.open_writer(run.id)

@@ -4,43 +4,38 @@ Exactly once: a slot is recorded in `schedule_slot`, unique on (task, slot_at), 
 transaction that creates its run. A second decision of the same slot (a retry after a crash,
 `fire_due` called twice, another replica) fails that constraint and adds nothing; a crash
 after the commit leaves a `queued` run that RunManager.reconcile() starts at the next start.
+
+On time at scale: while the loop sleeps it prepares the plan of the next due instant (see
+due_plan.py), so at the due second it only checks which tasks are busy and inserts the rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Protocol
-from uuid import UUID, uuid4
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
-from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
-from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from taskdash.bulk import BulkUpdate
 from taskdash.config import Settings
-from taskdash.cron import (
-    CronSpec,
-    DueSlots,
-    due_slots,
-    next_fire_time,
-    next_fire_times,
-    parse_cron,
-    parse_timezone,
-)
+from taskdash.cron import CronSpec, next_fire_time, next_fire_times, parse_cron, parse_timezone
+from taskdash.due_plan import Batch, Decision, DuePlan, plan_due
 from taskdash.errors import Conflict, NotFound
 from taskdash.logs import LogHub, SubscriptionDropped
 from taskdash.models import (
     ACTIVE_STATUSES,
     OverlapPolicy,
     Run,
-    RunStatus,
     Schedule,
     ScheduleSlot,
     ScriptType,
@@ -54,11 +49,6 @@ log = logging.getLogger(__name__)
 
 # Safety net: the loop re-reads the schedules at least this often even if nobody wakes it.
 MAX_SLEEP_SECONDS = 60.0
-# A slot decided later than this after it was due counts as a catch-up (the loop was stalled).
-LATE_AFTER = timedelta(seconds=60)
-# Cron fires on whole minutes, so a slot younger than this is the only one due.
-MIN_SLOT_GAP = timedelta(seconds=60)
-BATCH_SIZE = 500
 SHOWN_FIRE_TIMES = 5
 SHOWN_SLOTS = 5
 SLOT_RETENTION = timedelta(days=30)
@@ -70,86 +60,9 @@ class Launcher(Protocol):
 
     hub: LogHub
 
-    def launch(self, run: Run, *, script: bytes | None = None) -> None: ...
+    def launch(self, run_id: UUID, task_id: UUID, *, script: bytes | None = None) -> None: ...
 
     def image_of(self, task: Task) -> str: ...
-
-
-# decisions (pure) -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DueSchedule:
-    schedule_id: int
-    task_id: UUID
-    spec: CronSpec
-    zone: ZoneInfo
-    overlap: OverlapPolicy
-    next_run_at: datetime
-
-
-@dataclass(frozen=True)
-class Decision:
-    task_id: UUID
-    schedule_id: int
-    slot_at: datetime
-    outcome: SlotOutcome
-    catch_up: bool
-    missed_before: int
-    reason: str
-    next_run_at: datetime
-    due_at: datetime
-    run_id: UUID | None = None
-    recorded_at: datetime | None = None
-
-
-def is_catch_up(slots: DueSlots, now: datetime, watching_since: datetime) -> bool:
-    """Due before this scheduler was watching (the server was down), or found late."""
-    return slots.latest < watching_since or slots.passed_over > 0 or now - slots.latest > LATE_AFTER
-
-
-def decide(
-    due: DueSchedule,
-    slots: DueSlots,
-    now: datetime,
-    *,
-    watching_since: datetime,
-    deadline: timedelta,
-    busy: bool,
-    waiting: bool,
-) -> Decision:
-    """What to do with a schedule's latest due slot."""
-    catch_up = is_catch_up(slots, now, watching_since)
-    outcome, reason = SlotOutcome.FIRED, ""
-    age = now - slots.latest
-    if catch_up and age > deadline:
-        outcome = SlotOutcome.MISSED
-        reason = (
-            f"found {age.total_seconds():.0f} s late, "
-            f"past the {deadline.total_seconds():g} s deadline"
-        )
-    elif busy and due.overlap is OverlapPolicy.SKIP:
-        outcome, reason = SlotOutcome.SKIPPED, "a run of this task was still active"
-    elif (busy or waiting) and due.overlap is OverlapPolicy.QUEUE:
-        outcome, reason = SlotOutcome.WAITING, "waits for the active run to end"
-        if waiting:
-            outcome, reason = SlotOutcome.SKIPPED, "a slot was already waiting for the active run"
-    return Decision(
-        task_id=due.task_id,
-        schedule_id=due.schedule_id,
-        slot_at=slots.latest,
-        outcome=outcome,
-        catch_up=catch_up,
-        missed_before=slots.passed_over,
-        reason=reason,
-        next_run_at=slots.next_after,
-        due_at=due.next_run_at,
-    )
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 # JSON shapes ----------------------------------------------------------------------------------
@@ -180,42 +93,6 @@ class ScheduleOut(BaseModel):
     updated_at: datetime
 
 
-@dataclass
-class CronMemo:
-    """Per-call memo: many schedules share an expression, zone and due time."""
-
-    specs: dict[str, CronSpec] = field(default_factory=dict)
-    slots: dict[tuple[str, str, datetime, datetime], DueSlots] = field(default_factory=dict)
-
-    def spec(self, expression: str) -> CronSpec:
-        if expression not in self.specs:
-            self.specs[expression] = parse_cron(expression)
-        return self.specs[expression]
-
-    def due(self, due: DueSchedule, now: datetime, horizon: timedelta) -> DueSlots:
-        if now - due.next_run_at < MIN_SLOT_GAP:
-            key = (due.spec.fields, due.zone.key, due.next_run_at, due.next_run_at)
-            if key not in self.slots:
-                upcoming = next_fire_time(due.spec, due.zone, due.next_run_at)
-                if upcoming <= now:  # only when a zone's offset has seconds in it
-                    return due_slots(due.spec, due.zone, due.next_run_at, now, horizon)
-                self.slots[key] = DueSlots(due.next_run_at, 0, upcoming)
-            return self.slots[key]
-        key = (due.spec.fields, due.zone.key, due.next_run_at, now)
-        if key not in self.slots:
-            self.slots[key] = due_slots(due.spec, due.zone, due.next_run_at, now, horizon)
-        return self.slots[key]
-
-
-@dataclass
-class Step:
-    """What one `fire_due` call knows: tasks with an active run or a waiting slot."""
-
-    busy: set[UUID]
-    waiting: set[UUID]
-    memo: CronMemo = field(default_factory=CronMemo)
-
-
 class SlotTaken(Exception):
     """Someone else decided this slot first; roll the transaction back."""
 
@@ -229,6 +106,10 @@ class Scheduler:
         # Slots due before this instant were missed while no scheduler ran: catch-ups.
         self.watching_since = watching_since
         self._wakeup = asyncio.Event()
+        # Bumped by wake(): a plan made under an older generation no longer holds.
+        self._generation = 0
+        # Tasks whose schedule changed since the current plan read the database.
+        self._changed: set[UUID] = set()
         self._loop: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._has_waiting = True
@@ -252,35 +133,79 @@ class Scheduler:
                     await job
         self._loop = self._watcher = None
 
-    def wake(self) -> None:
-        """A schedule changed: recompute the next due time now."""
+    def wake(self, task_id: UUID | None = None) -> None:
+        """The schedule of `task_id` changed (None: any may have): plan it again, recompute
+        the next due time now."""
+        if task_id is None:
+            self._generation += 1
+        else:
+            self._changed.add(task_id)
         self._wakeup.set()
 
     async def _run_loop(self) -> None:
+        plan: DuePlan | None = None
         while True:
             self._wakeup.clear()
             try:
-                await self.fire_due(utcnow())
+                await self.fire_due(utcnow(), plan)
+                plan = None
                 await self._prune(utcnow())
-                pause = await self.seconds_to_next_due(utcnow())
+                plan = await self._plan_next()
             except Exception:
                 log.exception("the scheduler failed a step; retrying in 5 s")
-                pause = 5.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), pause)
+                plan = None
+                await self._sleep_until(time.monotonic() + 5.0)
 
-    async def seconds_to_next_due(self, now: datetime) -> float:
+    async def _plan_next(self) -> DuePlan | None:
+        """Plan the next due instant, then sleep until it; None when woken by a change
+        that makes the plan useless."""
+        due_at = await self.next_due_at()
+        if due_at is None:
+            await self._sleep_for(MAX_SLEEP_SECONDS)
+            return None
+        plan = await self.plan(due_at)
+        # A millisecond past due, so an early timer does not wake us just before it.
+        while (left := (due_at - utcnow()).total_seconds()) >= 0:
+            if not await self._sleep_for(left + 0.001) and not await self._keep(plan):
+                return None
+        return plan
+
+    async def _keep(self, plan: DuePlan) -> bool:
+        """Woken while a plan waits: plan the changed schedules again, unless something is
+        now due before the plan's instant (then the plan is dropped)."""
+        self._wakeup.clear()
+        await self.release_waiting(utcnow())
+        first = await self.next_due_at()
+        if plan.generation != self._generation or (first is not None and first < plan.at):
+            return False
+        changed, self._changed = self._changed, set()
+        await plan.refresh(changed)
+        return True
+
+    async def _sleep_for(self, seconds: float) -> bool:
+        """True when the time has passed; False when woken or cut at MAX_SLEEP_SECONDS."""
+        if seconds <= 0:
+            return not self._wakeup.is_set()
+        return await self._sleep_until(time.monotonic() + min(seconds, MAX_SLEEP_SECONDS)) and (
+            seconds <= MAX_SLEEP_SECONDS
+        )
+
+    async def _sleep_until(self, deadline: float) -> bool:
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            return True
+        return False
+
+    async def next_due_at(self) -> datetime | None:
         first = (
             await Schedule.filter(enabled=True, next_run_at__not_isnull=True)
             .order_by("next_run_at")
             .first()
             .values_list("next_run_at", flat=True)
         )
-        if first is None:
-            return MAX_SLEEP_SECONDS
-        assert isinstance(first, datetime)
-        # A millisecond past due, so an early timer does not wake us just before it.
-        return min(max((first - now).total_seconds() + 0.001, 0.0), MAX_SLEEP_SECONDS)
+        assert first is None or isinstance(first, datetime)
+        return first
 
     async def _watch_run_ends(self) -> None:
         """Wake the loop when a run ends while a queued slot waits for it."""
@@ -290,9 +215,9 @@ class Scheduler:
                     while True:
                         event = await events.get()
                         if event.kind == "end" and self._has_waiting:
-                            self.wake()
+                            self._wakeup.set()
                 except SubscriptionDropped:
-                    self.wake()
+                    self._wakeup.set()
 
     async def _prune(self, now: datetime) -> None:
         if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
@@ -304,102 +229,72 @@ class Scheduler:
 
     # the step --------------------------------------------------------------------------------
 
-    async def fire_due(self, now: datetime) -> list[Decision]:
-        """Decide every due slot at `now`: record it with its run, start the runs, advance."""
+    async def plan(self, at: datetime) -> DuePlan:
+        """Decide every slot due at `at` and prepare its rows, without writing anything."""
         if self.watching_since is None:
-            self.watching_since = now
+            self.watching_since = at
+        self._changed.clear()  # the plan reads them as they are now
+        return await plan_due(
+            at,
+            generation=self._generation,
+            watching_since=self.watching_since,
+            deadline=timedelta(seconds=self.settings.schedule_missed_deadline_seconds),
+            image_of=self._image_of,
+        )
+
+    def _image_of(self, image: str | None, script_type: ScriptType) -> str:
+        return self.runs.image_of(Task(image=image, script_type=script_type))
+
+    async def fire_due(self, now: datetime, plan: DuePlan | None = None) -> list[Decision]:
+        """Decide every due slot at `now`: record it with its run, start the runs, advance.
+
+        `plan`, made ahead for this instant, is used when it still holds.
+        """
         released = await self.release_waiting(now)
-        due = await self._load_due(now)
-        if not due:
+        if plan is not None and plan.holds(now, self._generation):
+            changed, self._changed = self._changed, set()
+            await plan.refresh(changed)
+        else:
+            plan = await self.plan(now)
+        if not plan.planned and not plan.recorded_before:
             return released
-        step = Step(busy=await active_task_ids(), waiting=await waiting_task_ids())
-        decided: list[Decision] = []
-        recorded: list[tuple[Decision, dict[str, Any] | None]] = []
-        for batch in chunks(due, BATCH_SIZE):
-            decisions = self._decide_batch(batch, now, step)
-            decided += decisions
-            recorded += await self._record(decisions, now)
-        # Every slot is committed before the first run object is built and launched.
-        self._launch([Run(**row) for _, row in recorded if row is not None])
-        await advance_schedules(decided)
-        if any(d.outcome is SlotOutcome.WAITING for d, _ in recorded):
+        plan, recorded = await self._record(plan, now)
+        # Every slot is committed before the first run is launched.
+        self._launch(recorded)
+        await advance_schedules(plan.decisions)
+        if any(d.outcome is SlotOutcome.WAITING for d in recorded):
             self._has_waiting = True
-        return released + [d for d, _ in recorded]
+        return released + recorded
 
-    async def _load_due(self, now: datetime) -> list[dict[str, Any]]:
-        rows = await (
-            Schedule.filter(enabled=True, next_run_at__lte=now)
-            .order_by("next_run_at")
-            .values("id", "task_id", "cron_expression", "timezone", "overlap", "next_run_at")
-        )
-        return list(rows)
-
-    def _due_schedule(self, row: dict[str, Any], memo: CronMemo) -> DueSchedule:
-        return DueSchedule(
-            schedule_id=row["id"],
-            task_id=row["task_id"],
-            spec=memo.spec(row["cron_expression"]),
-            zone=ZoneInfo(row["timezone"]),
-            overlap=OverlapPolicy(row["overlap"]),
-            next_run_at=row["next_run_at"],
-        )
-
-    def _decide_batch(
-        self, rows: Sequence[dict[str, Any]], now: datetime, step: Step
-    ) -> list[Decision]:
-        assert self.watching_since is not None
-        deadline = timedelta(seconds=self.settings.schedule_missed_deadline_seconds)
-        horizon = deadline + timedelta(days=1)
-        decisions = []
-        for row in rows:
-            due = self._due_schedule(row, step.memo)
-            decisions.append(
-                decide(
-                    due,
-                    step.memo.due(due, now, horizon),
-                    now,
-                    watching_since=self.watching_since,
-                    deadline=deadline,
-                    busy=due.task_id in step.busy,
-                    waiting=due.task_id in step.waiting,
-                )
-            )
-        return decisions
-
-    async def _record(
-        self, decisions: list[Decision], now: datetime
-    ) -> list[tuple[Decision, dict[str, Any] | None]]:
-        """Write slots and runs together; an already decided slot is left out, not redone."""
-        fresh = await undecided(decisions)
-        if not fresh:
-            return []
-        images = await self._images_of([d.task_id for d in fresh])
+    async def _record(self, plan: DuePlan, now: datetime) -> tuple[DuePlan, list[Decision]]:
+        """Decide for the busy tasks and commit; answers the plan that was recorded."""
+        busy, waiting = await active_task_ids(), await waiting_task_ids()
+        recorded: list[Decision] = []
         try:
-            return await record_slots(fresh, images, now)
+            with paused_gc():
+                for batch in stamp_decided(plan.settle(busy, waiting, now)):
+                    await record_batch(batch)
+                    stamp_recorded(batch.decisions, recorded)
         except IntegrityError:
-            # Raced with another scheduler on some slot: go one by one, each on its own.
-            recorded = []
-            for decision in fresh:
-                with contextlib.suppress(IntegrityError):
-                    recorded += await record_slots([decision], images, now)
-            return recorded
+            # Some slot was decided elsewhere meanwhile (or its task deleted): decide again from
+            # the database; what this step committed already now counts as recorded before.
+            log.warning("a due slot changed under the scheduler; deciding again one by one")
+            plan = await self.plan(now)
+            for batch in stamp_decided(plan.settle(busy, waiting, now)):
+                await record_one_by_one(batch, recorded)
+        return plan, recorded
 
-    async def _images_of(self, task_ids: list[UUID]) -> dict[UUID, str]:
-        rows = await Task.filter(id__in=task_ids).values_list("id", "image", "script_type")
-        images: dict[tuple[str | None, str], str] = {}
-        for _, image, script_type in rows:
-            if (image, script_type) not in images:
-                kind = Task(image=image, script_type=ScriptType(script_type))
-                images[(image, script_type)] = self.runs.image_of(kind)
-        return {UUID(str(task_id)): images[(image, kind)] for task_id, image, kind in rows}
+    def _launch(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            if decision.run_id is not None:
+                self._launch_one(decision.run_id, decision.task_id)
 
-    def _launch(self, runs: Iterable[Run]) -> None:
-        for run in runs:
-            try:
-                self.runs.launch(run)
-            except Exception:
-                # It stays queued in the database; reconcile starts it at the next start.
-                log.exception("could not launch scheduled run %s", run.id)
+    def _launch_one(self, run_id: UUID, task_id: UUID) -> None:
+        try:
+            self.runs.launch(run_id, task_id)
+        except Exception:
+            # It stays queued in the database; reconcile starts it at the next start.
+            log.exception("could not launch scheduled run %s", run_id)
 
     # queue policy ----------------------------------------------------------------------------
 
@@ -422,15 +317,15 @@ class Scheduler:
         return released
 
     async def _start_waiting(self, slot: ScheduleSlot, task_id: UUID, now: datetime) -> Run | None:
-        images = await self._images_of([task_id])
-        if task_id not in images:
+        task = await Task.get_or_none(id=task_id).only("id", "image", "script_type")
+        if task is None:
             return None
         try:
             async with in_transaction():
                 run = await Run.create(
                     task_id=task_id,
                     trigger=Trigger.SCHEDULE,
-                    image=images[task_id],
+                    image=self.runs.image_of(task),
                     scheduled_for=slot.slot_at,
                     catch_up=slot.catch_up,
                 )
@@ -442,7 +337,7 @@ class Scheduler:
                 await Task.filter(id=task_id).update(last_run_id=run.id, updated_at=now)
         except SlotTaken:
             return None
-        self._launch([run])
+        self._launch_one(run.id, task_id)
         return run
 
     # schedules -------------------------------------------------------------------------------
@@ -476,7 +371,7 @@ class Scheduler:
         else:
             await schedule.update_from_dict(values).save()
         await self._settle_waiting(schedule)
-        self.wake()
+        self.wake(task_id)
         return schedule, created
 
     def _next_run_at(
@@ -526,7 +421,7 @@ class Scheduler:
         schedule = await self.get_schedule(task_id)
         await schedule.delete()
         await cancel_waiting(task_id, "the schedule was removed")
-        self.wake()
+        self.wake(task_id)
 
     async def get_schedule(self, task_id: UUID) -> Schedule:
         schedule = await Schedule.get_or_none(task_id=task_id)
@@ -577,149 +472,69 @@ async def waiting_task_ids() -> set[UUID]:
     return {UUID(str(task_id)) for task_id in found}
 
 
-async def undecided(decisions: list[Decision]) -> list[Decision]:
-    """Leave out slots already recorded (by an earlier call, or before a crash)."""
-    task_ids = [d.task_id for d in decisions]
-    slot_times = list({d.slot_at for d in decisions})
-    rows = await ScheduleSlot.filter(task_id__in=task_ids, slot_at__in=slot_times).values_list(
-        "task_id", "slot_at"
-    )
-    taken = {(UUID(str(task_id)), slot_at) for task_id, slot_at in rows}
-    return [d for d in decisions if (d.task_id, d.slot_at) not in taken]
-
-
-async def record_slots(
-    decisions: list[Decision], images: dict[UUID, str], now: datetime
-) -> list[tuple[Decision, dict[str, Any] | None]]:
+async def record_batch(batch: Batch) -> None:
     """One transaction: the slots, the runs of the fired ones, and the tasks' latest run."""
-    runs = {
-        d.task_id: run_row(d, images[d.task_id], now)
-        for d in decisions
-        if d.outcome is SlotOutcome.FIRED and d.task_id in images
-    }
-    slots = [slot_row(d, runs.get(d.task_id), now) for d in decisions]
+    statements = batch.statements
     async with in_transaction() as connection:
-        await insert_rows(connection, ScheduleSlot, slots)
-        if runs:
-            await insert_rows(connection, Run, list(runs.values()))
-            pointers = [[run["id"], now, run["task_id"]] for run in runs.values()]
-            await update_rows(connection, Task, ["last_run_id", "updated_at"], ["id"], pointers)
+        await statements.slots.execute(connection, batch.slots)
+        await statements.runs.execute(connection, batch.runs)
+        await statements.pointers.execute(connection, batch.pointers)
+
+
+async def record_one_by_one(batch: Batch, recorded: list[Decision]) -> None:
+    """Each slot in its own transaction; one decided elsewhere already is left out."""
+    for single in batch.split():
+        with contextlib.suppress(IntegrityError):
+            await record_batch(single)
+            stamp_recorded(single.decisions, recorded)
+
+
+def stamp_decided(batches: list[Batch]) -> list[Batch]:
+    decided = utcnow()
+    for batch in batches:
+        for decision in batch.decisions:
+            decision.decided_at = decided
+    return batches
+
+
+def stamp_recorded(decisions: list[Decision], recorded: list[Decision]) -> None:
     committed = utcnow()
-    return [(recorded(d, runs.get(d.task_id), committed), runs.get(d.task_id)) for d in decisions]
+    for decision in decisions:
+        decision.recorded_at = committed
+    recorded += decisions
 
 
-def recorded(decision: Decision, run: dict[str, Any] | None, at: datetime) -> Decision:
-    return replace(decision, run_id=run["id"] if run else None, recorded_at=at)
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while the due second's rows are written.
 
-
-def run_row(decision: Decision, image: str, now: datetime) -> dict[str, Any]:
-    return {
-        "id": uuid4(),
-        "task_id": decision.task_id,
-        "status": RunStatus.QUEUED,
-        "trigger": Trigger.SCHEDULE,
-        "image": image,
-        "queued_at": now,
-        "scheduled_for": decision.slot_at,
-        "catch_up": decision.catch_up,
-    }
-
-
-def slot_row(decision: Decision, run: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
-    return {
-        "task_id": decision.task_id,
-        "slot_at": decision.slot_at,
-        "outcome": decision.outcome,
-        "run_id": run["id"] if run else None,
-        "catch_up": decision.catch_up,
-        "missed_before": decision.missed_before,
-        "reason": decision.reason,
-        "recorded_at": now,
-    }
+    With 10,000 planned slots alive a full collection can take longer than the whole write
+    (it holds the GIL the database thread needs); the few cycles made meanwhile are collected
+    right after.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 async def advance_schedules(decisions: list[Decision]) -> None:
     """Move each schedule past its decided slot, unless it was changed meanwhile."""
-    fired = [
-        [d.next_run_at, d.slot_at, d.schedule_id, d.due_at]
-        for d in decisions
-        if d.outcome is SlotOutcome.FIRED
-    ]
-    other = [
-        [d.next_run_at, d.schedule_id, d.due_at]
-        for d in decisions
-        if d.outcome is not SlotOutcome.FIRED
-    ]
     where = ["id", "next_run_at"]
+    fired = BulkUpdate(Schedule, ["next_run_at", "last_run_at"], where)
+    other = BulkUpdate(Schedule, ["next_run_at"], where)
+    fired_rows, other_rows = [], []
+    for d in decisions:
+        if d.outcome is SlotOutcome.FIRED:
+            fired_rows.append(fired.params([d.next_run_at, d.slot_at, d.schedule_id, d.due_at]))
+        else:
+            other_rows.append(other.params([d.next_run_at, d.schedule_id, d.due_at]))
     async with in_transaction() as connection:
-        if fired:
-            await update_rows(connection, Schedule, ["next_run_at", "last_run_at"], where, fired)
-        if other:
-            await update_rows(connection, Schedule, ["next_run_at"], where, other)
-
-
-# bulk writes without building model objects (10,000 of them cost more than the SQL) -----------
-
-
-def field_default(model: type[Model], name: str) -> Any:
-    default = model._meta.fields_map[name].default
-    return default() if callable(default) else default
-
-
-class DbValues:
-    """The ORM's own per-field conversion, done once per distinct value (most repeat)."""
-
-    def __init__(self, model: type[Model]) -> None:
-        self.model = model
-        self.fields = model._meta.fields_map
-        self.seen: dict[tuple[str, Any], Any] = {}
-
-    def of(self, name: str, value: Any) -> Any:
-        try:
-            return self.seen[(name, value)]
-        except KeyError:
-            converted = self.fields[name].to_db_value(value, self.model)
-            self.seen[(name, value)] = converted
-            return converted
-        except TypeError:  # unhashable (a JSON value)
-            return self.fields[name].to_db_value(value, self.model)
-
-
-async def insert_rows(
-    connection: BaseDBAsyncClient, model: type[Model], rows: list[dict[str, Any]]
-) -> None:
-    """The ORM's own INSERT statement and value conversions, one executemany."""
-    executor = connection.executor_class(model=model, db=connection)
-    columns = executor.regular_columns
-    defaults = {name: field_default(model, name) for name in columns}
-    values = DbValues(model)
-    await connection.execute_many(
-        executor.insert_query,
-        [[values.of(name, row.get(name, defaults[name])) for name in columns] for row in rows],
-    )
-
-
-async def update_rows(
-    connection: BaseDBAsyncClient,
-    model: type[Model],
-    columns: list[str],
-    keys: list[str],
-    rows: list[list[Any]],
-) -> None:
-    """UPDATE model SET columns WHERE keys, once per row (values: columns then keys)."""
-    executor = connection.executor_class(model=model, db=connection)
-    table = model._meta.basetable
-    query = connection.query_class.update(table)
-    for index, name in enumerate(columns):
-        query = query.set(table[name], executor.parameter(index))
-    for index, name in enumerate(keys):
-        query = query.where(table[name] == executor.parameter(len(columns) + index))
-    fields = model._meta.fields_map
-    names = columns + keys
-    values = [
-        [fields[n].to_db_value(v, model) for n, v in zip(names, row, strict=True)] for row in rows
-    ]
-    await connection.execute_many(query.get_sql(), values)
+        await fired.execute(connection, fired_rows)
+        await other.execute(connection, other_rows)
 
 
 async def cancel_waiting(task_id: UUID, reason: str) -> None:

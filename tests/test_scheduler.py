@@ -17,6 +17,7 @@ from tortoise.exceptions import IntegrityError
 
 from taskdash.config import Settings, load_settings
 from taskdash.db import close_database, open_database
+from taskdash.due_plan import DuePlan
 from taskdash.errors import BadRequest, Conflict, NotFound
 from taskdash.logs import LogHub
 from taskdash.models import (
@@ -30,7 +31,7 @@ from taskdash.models import (
     Task,
     Trigger,
 )
-from taskdash.scheduler import Decision, Scheduler, record_slots
+from taskdash.scheduler import Scheduler, record_batch
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -46,18 +47,24 @@ class RecordingLauncher:
     def __init__(self, settings: Settings, hub: LogHub) -> None:
         self.settings = settings
         self.hub = hub
-        self.launched: list[Run] = []
+        self.launched: list[UUID] = []
         self.crash = False
         self.event = asyncio.Event()
 
-    def launch(self, run: Run, *, script: bytes | None = None) -> None:
+    def launch(self, run_id: UUID, task_id: UUID, *, script: bytes | None = None) -> None:
         if self.crash:
             raise Crash
-        self.launched.append(run)
+        self.launched.append(run_id)
         self.event.set()
 
     def image_of(self, task: Task) -> str:
         return task.image or self.settings.image_for(task.script_type.value)
+
+
+async def launched_runs(launcher: RecordingLauncher) -> list[Run]:
+    """The runs handed to the launcher, in launch order."""
+    runs = {run.id: run for run in await Run.filter(id__in=launcher.launched)}
+    return [runs[run_id] for run_id in launcher.launched]
 
 
 class Clock:
@@ -142,7 +149,7 @@ async def test_a_due_slot_fires_once_with_its_run_recorded(
     assert [(d.outcome, d.slot_at, d.catch_up) for d in decisions] == [
         (SlotOutcome.FIRED, T0, False)
     ]
-    [run] = launcher.launched
+    [run] = await launched_runs(launcher)
     stored = await Run.get(id=run.id)
     assert stored.trigger is Trigger.SCHEDULE
     assert stored.status is RunStatus.QUEUED
@@ -179,7 +186,7 @@ async def test_a_paused_schedule_does_not_fire_and_resumes_from_now(
     await scheduler.update_schedule(task.id, enabled=True)
     assert (await schedule_of(task)).next_run_at == T0 + 6 * MINUTE
     await scheduler.fire_due(T0 + 6 * MINUTE)
-    assert [run.scheduled_for for run in launcher.launched] == [T0 + 6 * MINUTE]
+    assert [run.scheduled_for for run in await launched_runs(launcher)] == [T0 + 6 * MINUTE]
 
 
 async def test_saving_an_unchanged_schedule_keeps_its_pending_slot(
@@ -189,7 +196,7 @@ async def test_saving_an_unchanged_schedule_keeps_its_pending_slot(
     clock.now = T0 + timedelta(milliseconds=300)  # due, but the loop has not fired it yet
     await scheduler.set_schedule(task.id, "* * * * *", "UTC", overlap=OverlapPolicy.ALLOW)
     await scheduler.fire_due(clock.now)
-    assert [run.scheduled_for for run in launcher.launched] == [T0]
+    assert [run.scheduled_for for run in await launched_runs(launcher)] == [T0]
 
 
 async def test_a_removed_schedule_stops_firing(
@@ -234,7 +241,7 @@ async def test_overlap_queue_starts_one_waiting_slot_when_the_run_ends(
     released = await scheduler.fire_due(T0 + MINUTE + timedelta(seconds=20))
 
     assert [(d.outcome, d.slot_at) for d in released] == [(SlotOutcome.FIRED, T0)]
-    [run] = launcher.launched
+    [run] = await launched_runs(launcher)
     assert run.scheduled_for == T0
     outcomes = [(s.slot_at, s.outcome, s.run_id) for s in await slots_of(task)]
     assert outcomes == [(T0, SlotOutcome.FIRED, run.id), (T0 + MINUTE, SlotOutcome.SKIPPED, None)]
@@ -278,7 +285,7 @@ async def test_missed_slots_fire_once_for_the_latest_within_the_deadline(
 
     assert (decision.outcome, decision.slot_at) == (SlotOutcome.FIRED, T0 + 10 * MINUTE)
     assert decision.catch_up and decision.missed_before == 10
-    [run] = launcher.launched
+    [run] = await launched_runs(launcher)
     assert (await Run.get(id=run.id)).catch_up is True
     assert (await schedule_of(task)).next_run_at == T0 + 11 * MINUTE
     assert len(await slots_of(task)) == 1
@@ -365,23 +372,16 @@ async def test_the_slot_and_its_run_commit_together_or_not_at_all(
     scheduler: Scheduler, clock: Clock
 ) -> None:
     task = await scheduled_task(scheduler)
-    decision = Decision(
-        task_id=task.id,
-        schedule_id=(await schedule_of(task)).id,
-        slot_at=T0,
-        outcome=SlotOutcome.FIRED,
-        catch_up=False,
-        missed_before=0,
-        reason="",
-        next_run_at=T0 + MINUTE,
-        due_at=T0,
-    )
-    images = {task.id: "taskdash/shell:bookworm"}
-    await record_slots([decision], images, T0)
-    # A second scheduler deciding the same slot: the constraint refuses it, and its run with it.
+    # Two schedulers plan the same slot (each with its own run id); the first one records it.
+    first, second = await scheduler.plan(T0), await scheduler.plan(T0)
+    [batch] = first.settle(set(), set(), T0)
+    await record_batch(batch)
+    # The second is refused by the constraint, and its run goes with it.
+    [late] = second.settle(set(), set(), T0)
+    assert late.decisions[0].run_id != batch.decisions[0].run_id
     with pytest.raises(IntegrityError):
-        await record_slots([decision], images, T0)
-    assert len(await scheduled_runs(task)) == 1
+        await record_batch(late)
+    assert [run.id for run in await scheduled_runs(task)] == [batch.decisions[0].run_id]
     assert len(await slots_of(task)) == 1
 
 
@@ -406,7 +406,132 @@ async def test_many_due_schedules_fire_in_one_step(
     assert await Run.filter(trigger=Trigger.SCHEDULE).count() == 600
     assert await Schedule.filter(next_run_at=T0 + MINUTE).count() == 600
     last_runs = set(await Task.all().values_list("last_run_id", flat=True))
-    assert last_runs == {run.id for run in launcher.launched}
+    assert last_runs == set(launcher.launched)
+
+
+# plans made ahead of the due second ------------------------------------------------------------
+
+
+async def test_a_plan_made_ahead_fires_what_the_full_step_would(
+    scheduler: Scheduler, launcher: RecordingLauncher, clock: Clock
+) -> None:
+    tasks = [await scheduled_task(scheduler) for _ in range(3)]
+    plan = await scheduler.plan(T0)  # made at T0 - 30 s, while the loop sleeps
+    assert await Run.all().count() == 0  # a plan writes nothing
+
+    decisions = await scheduler.fire_due(T0 + timedelta(milliseconds=2), plan)
+
+    assert {d.task_id for d in decisions} == {t.id for t in tasks}
+    assert all(d.outcome is SlotOutcome.FIRED and d.slot_at == T0 for d in decisions)
+    assert all(d.decided_at is not None and d.recorded_at is not None for d in decisions)
+    for task in tasks:
+        [run] = await scheduled_runs(task)
+        assert run.id in launcher.launched
+        assert (await Task.get(id=task.id)).last_run_id == run.id
+        [slot] = await slots_of(task)
+        assert (slot.outcome, slot.run_id) == (SlotOutcome.FIRED, run.id)
+        assert (await schedule_of(task)).next_run_at == T0 + MINUTE
+    assert await scheduler.fire_due(T0 + timedelta(seconds=1), plan) == []
+
+
+async def test_schedules_changed_after_planning_are_planned_again(
+    scheduler: Scheduler, launcher: RecordingLauncher, clock: Clock
+) -> None:
+    untouched, paused, moved, removed = [await scheduled_task(scheduler) for _ in range(4)]
+    plan = await scheduler.plan(T0)
+    await scheduler.update_schedule(paused.id, enabled=False)
+    await scheduler.update_schedule(moved.id, cron_expression="30 12 * * *")
+    await scheduler.remove_schedule(removed.id)
+    added = await scheduled_task(scheduler)  # due at T0 too, but unknown to the plan
+
+    await scheduler.fire_due(T0, plan)
+
+    fired = {run.task_id for run in await launched_runs(launcher)}
+    assert fired == {untouched.id, added.id}
+    assert await ScheduleSlot.filter(task_id__in=[paused.id, moved.id, removed.id]).count() == 0
+
+
+async def test_a_task_busy_at_the_due_second_is_skipped_though_planned_idle(
+    scheduler: Scheduler, launcher: RecordingLauncher, clock: Clock
+) -> None:
+    task = await scheduled_task(scheduler)
+    plan = await scheduler.plan(T0)
+    await busy(task)
+
+    [decision] = await scheduler.fire_due(T0, plan)
+
+    assert (decision.outcome, decision.run_id) == (SlotOutcome.SKIPPED, None)
+    assert launcher.launched == []
+    [slot] = await slots_of(task)
+    assert slot.outcome is SlotOutcome.SKIPPED
+
+
+async def test_a_task_deleted_behind_the_plans_back_does_not_stop_the_others(
+    scheduler: Scheduler, launcher: RecordingLauncher, clock: Clock
+) -> None:
+    kept = [await scheduled_task(scheduler) for _ in range(3)]
+    gone = await scheduled_task(scheduler)
+    plan = await scheduler.plan(T0)
+    await Task.filter(id=gone.id).delete()  # not through the API, so nobody wakes the scheduler
+
+    decisions = await scheduler.fire_due(T0, plan)
+
+    assert {d.task_id for d in decisions} == {t.id for t in kept}
+    assert {run.task_id for run in await launched_runs(launcher)} == {t.id for t in kept}
+    assert await Run.filter(task_id=gone.id).count() == 0
+
+
+async def test_a_plan_is_not_used_long_after_its_instant(
+    scheduler: Scheduler, launcher: RecordingLauncher, clock: Clock
+) -> None:
+    task = await scheduled_task(scheduler, overlap=OverlapPolicy.ALLOW)
+    plan = await scheduler.plan(T0)
+    late = T0 + 2 * MINUTE + timedelta(seconds=5)
+
+    [decision] = await scheduler.fire_due(late, plan)
+
+    # Decided afresh at `late`: the latest slot, with the one before it passed over.
+    assert (decision.slot_at, decision.missed_before) == (T0 + 2 * MINUTE, 2)
+    assert [run.scheduled_for for run in await scheduled_runs(task)] == [T0 + 2 * MINUTE]
+
+
+class PlanCountingScheduler(Scheduler):
+    def __init__(self, settings: Settings, launcher: RecordingLauncher) -> None:
+        super().__init__(settings, launcher)
+        self.planned_for: list[datetime] = []
+
+    async def plan(self, at: datetime) -> DuePlan:
+        self.planned_for.append(at)
+        return await super().plan(at)
+
+
+async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_loop_keeps_its_plan_when_woken_by_an_unrelated_change(
+    settings: Settings, launcher: RecordingLauncher
+) -> None:
+    scheduler = PlanCountingScheduler(settings, launcher)
+    await scheduler.start()
+    try:
+        task, other = await make_task(), await make_task("other")
+        await scheduler.set_schedule(task.id, "0 0 1 1 *")
+        due = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0)
+        await Schedule.filter(task_id=task.id).update(next_run_at=due)
+        scheduler.wake()
+        await eventually(lambda: due in scheduler.planned_for)  # planned; sleeps until due
+        await scheduler.set_schedule(other.id, "0 0 1 1 *")  # far away: changes nothing due
+        await asyncio.wait_for(launcher.event.wait(), 5)
+        [run] = await launched_runs(launcher)
+        assert (run.task_id, run.scheduled_for) == (task.id, due)
+        # Fired from the plan made ahead: no second plan for that instant, none at fire time.
+        assert [at for at in scheduler.planned_for if due <= at < due + MINUTE] == [due]
+    finally:
+        await scheduler.close()
 
 
 # DST days, through the scheduler ---------------------------------------------------------------
@@ -536,7 +661,7 @@ async def test_the_loop_sleeps_until_due_and_wakes_on_change(
         await asyncio.wait_for(launcher.event.wait(), 5)
         lag = datetime.now(UTC) - due
         assert timedelta(0) <= lag < timedelta(seconds=1)
-        [run] = launcher.launched
+        [run] = await launched_runs(launcher)
         assert run.scheduled_for == due
     finally:
         await scheduler.close()
