@@ -171,7 +171,7 @@ async def run_task(task_id: str) -> Response:
 async def remove_task(task_id: str) -> Response:
     """Stop the task's live runs, then delete it with its runs, logs and schedule."""
     task = await get_task(parse_uuid(task_id))
-    await delete_task(task, services().runs, services().hub)
+    await delete_task(task, services().runs, services().hub, services().scheduler)
     return json_response(MessageOut(message="Task deleted", task_id=task.id))
 
 

@@ -513,7 +513,7 @@ async def delete(task_id: str) -> Response:
     form, _files = await read_form()
     if form.get("confirmed") != "yes":
         return await page("delete.html", "_delete_confirm.html", task=task)
-    await delete_task(task, services().runs, services().hub)
+    await delete_task(task, services().runs, services().hub, services().scheduler)
     if is_htmx() and form.get("view") == "row":
         return await fragment("_flash.html", oob=True, flash=f"Deleted “{task.name}”.")
     return redirect_to(url_for("pages.index"))

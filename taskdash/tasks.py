@@ -12,6 +12,7 @@ from taskdash.forms import NewTask
 from taskdash.logs import LogHub
 from taskdash.models import ACTIVE_STATUSES, Run, Schedule, Task, Trigger, utcnow
 from taskdash.runs import RunManager
+from taskdash.scheduler import Scheduler
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,9 @@ async def list_runs(task: Task, limit: int, offset: int) -> tuple[list[Run], int
     return list(runs), total
 
 
-async def delete_task(task: Task, manager: RunManager, hub: LogHub) -> None:
+async def delete_task(
+    task: Task, manager: RunManager, hub: LogHub, scheduler: Scheduler | None
+) -> None:
     """Stop its live runs, then remove the task, its runs, schedule and logs."""
     await manager.kill_task_runs(task.id)
     run_ids = await Run.filter(task_id=task.id).values_list("id", flat=True)
@@ -106,6 +109,8 @@ async def delete_task(task: Task, manager: RunManager, hub: LogHub) -> None:
         await Run.filter(task_id=task.id).delete()
         await Schedule.filter(task_id=task.id).delete()
         await task.delete()
+    if scheduler is not None:
+        scheduler.wake(task.id)
     for run_id in run_ids:
         hub.delete(UUID(str(run_id)))
 
