@@ -1,9 +1,12 @@
 """Scheduler lag: from a slot's due instant to its run being recorded, and to its container start.
 
-1. Decision lag (1 / 1,000 / 10,000 schedules, all due at the same instant): the real loop
-   (`Scheduler.start()`, sleeping until the due time) on a real SQLite file; for each schedule,
-   the time from the due instant until its run is committed together with its slot and handed
-   to the launcher. The launcher only notes the time, so this is the scheduler's own work.
+1. Decision lag (1 / 1,000 / 10,000 schedules, all due at the same instant) on a real SQLite
+   file. For each schedule, the time from the due instant until its outcome is final (fire,
+   skip, wait: the busy check is done), until its slot and run are committed together, and
+   until the run is handed to the launcher. The launcher only notes the time, so this is the
+   scheduler's own work. "planned ahead" is the real loop (`Scheduler.start()`), which reads
+   and decides the next instant while it sleeps; "no plan" is one `fire_due` call at the due
+   instant with nothing prepared (as when a schedule changed in the last seconds).
    By default the schedules use 240 distinct (expression, zone) pairs; `--distinct` gives each
    schedule its own expression (the worst case for the cron maths).
 2. Container-start lag (real RunManager + Docker, concurrency limit honoured): the time from
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -28,6 +32,7 @@ from uuid import UUID
 from taskdash.config import Settings, load_settings
 from taskdash.db import close_database, open_database
 from taskdash.docker_runner import DockerRunner
+from taskdash.due_plan import Decision, DuePlan
 from taskdash.logs import LogHub
 from taskdash.models import (
     ACTIVE_STATUSES,
@@ -38,7 +43,7 @@ from taskdash.models import (
     utcnow,
 )
 from taskdash.runs import RunManager
-from taskdash.scheduler import Decision, Scheduler
+from taskdash.scheduler import Scheduler
 
 MIXED_EXPRESSIONS = [f"{m} * * * *" for m in range(0, 60, 5)] + [
     "* * * * *",
@@ -89,8 +94,8 @@ class TimingLauncher:
         self.expected = expected
         self.done = asyncio.Event()
 
-    def launch(self, run: Run, *, script: bytes | None = None) -> None:
-        self.launched_at[run.id] = datetime.now(UTC)
+    def launch(self, run_id: UUID, task_id: UUID, *, script: bytes | None = None) -> None:
+        self.launched_at[run_id] = datetime.now(UTC)
         if len(self.launched_at) >= self.expected:
             self.done.set()
 
@@ -106,40 +111,74 @@ class MeasuredScheduler(Scheduler):
         self.decisions: list[Decision] = []
         self.all_decided = asyncio.Event()
         self.expected = launcher.expected
+        self.plan_seconds: dict[datetime, float] = {}
 
-    async def fire_due(self, now: datetime) -> list[Decision]:
-        decided = await super().fire_due(now)
+    async def plan(self, at: datetime) -> DuePlan:
+        started = time.perf_counter()
+        plan = await super().plan(at)
+        self.plan_seconds[at] = time.perf_counter() - started
+        return plan
+
+    async def fire_due(self, now: datetime, plan: DuePlan | None = None) -> list[Decision]:
+        decided = await super().fire_due(now, plan)
         self.decisions += decided
         if len(self.decisions) >= self.expected:
             self.all_decided.set()
         return decided
 
 
-async def decision_lags(count: int, distinct: bool) -> tuple[list[float], list[float]]:
-    """Per schedule: due -> slot and run committed, and due -> run handed to the launcher."""
+@dataclass
+class Lags:
+    """Seconds from the due instant, one per schedule."""
+
+    decided: list[float]
+    committed: list[float]
+    handed: list[float]
+    plan_seconds: float
+
+
+async def decision_lags(count: int, distinct: bool, ahead: bool) -> Lags:
+    """Per schedule: due -> outcome final, -> slot and run committed, -> run handed over.
+
+    `ahead`: the real loop, which plans the instant while it sleeps. Otherwise one
+    `fire_due` call at the due instant with no plan (as right after a schedule changed).
+    """
     with tempfile.TemporaryDirectory() as folder:
         settings = load_settings(data_dir=Path(folder) / "data")
         database = await open_database(settings)
         try:
-            due = (utcnow() + LEAD + timedelta(seconds=count / 4000)).replace(microsecond=0)
+            # Time to plan before the due instant, as the loop has between two minutes (the
+            # plan of 10,000 distinct expressions takes several seconds here).
+            lead = LEAD + timedelta(seconds=count / (1000 if distinct else 4000))
+            due = (utcnow() + lead).replace(microsecond=0)
             await add_schedules(count, due, distinct)
             hub = LogHub(settings.logs_dir, settings.log_max_bytes)
             launcher = TimingLauncher(settings, hub, count)
             scheduler = MeasuredScheduler(settings, launcher)
-            await scheduler.start()
-            try:
-                await asyncio.wait_for(scheduler.all_decided.wait(), 120)
-            finally:
-                await scheduler.close()
-            committed = [
-                (d.recorded_at - due).total_seconds()
-                for d in scheduler.decisions
-                if d.recorded_at is not None
-            ]
-            handed = [(at - due).total_seconds() for at in launcher.launched_at.values()]
-            return committed, handed
+            if ahead:
+                await scheduler.start()
+                try:
+                    await asyncio.wait_for(scheduler.all_decided.wait(), 120)
+                finally:
+                    await scheduler.close()
+            else:
+                scheduler.watching_since = utcnow()
+                await asyncio.sleep((due - utcnow()).total_seconds())
+                await scheduler.fire_due(utcnow())
+            return Lags(
+                decided=since(due, [d.decided_at for d in scheduler.decisions]),
+                committed=since(due, [d.recorded_at for d in scheduler.decisions]),
+                handed=since(due, list(launcher.launched_at.values())),
+                plan_seconds=max(
+                    (t for at, t in scheduler.plan_seconds.items() if at >= due), default=0.0
+                ),
+            )
         finally:
             await close_database(database)
+
+
+def since(due: datetime, times: list[datetime | None]) -> list[float]:
+    return [(at - due).total_seconds() for at in times if at is not None]
 
 
 def started_at(run: Run) -> datetime:
@@ -188,7 +227,7 @@ async def all_finished(due: datetime, count: int, within: float = 600) -> None:
 
 def line(label: str, lags: list[float]) -> str:
     return (
-        f"{label:<34} p50 {percentile(lags, 0.5) * 1000:8.1f} ms   "
+        f"{label:<50} p50 {percentile(lags, 0.5) * 1000:8.1f} ms   "
         f"p99 {percentile(lags, 0.99) * 1000:8.1f} ms   max {max(lags) * 1000:8.1f} ms"
     )
 
@@ -201,11 +240,15 @@ async def main() -> None:
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     kind = "distinct expressions" if args.distinct else "240 expression/zone pairs"
-    print(f"decision lag: due instant -> slot and run committed / run handed over ({kind})")
+    print(f"decision lag: due instant -> outcome final / slot and run committed ({kind})")
     for size in sizes:
-        committed, handed = await decision_lags(size, args.distinct)
-        print(line(f"  {size:>6} schedules, committed", committed))
-        print(line(f"  {size:>6} schedules, handed over", handed))
+        for ahead in (True, False):
+            lags = await decision_lags(size, args.distinct, ahead)
+            how = "planned ahead" if ahead else "no plan"
+            print(f"  {size:>6} schedules, {how}: planning took {lags.plan_seconds:.2f} s")
+            print(line(f"  {size:>6} schedules, {how}, decided", lags.decided))
+            print(line(f"  {size:>6} schedules, {how}, committed", lags.committed))
+            print(line(f"  {size:>6} schedules, {how}, handed over", lags.handed))
     print("container-start lag: due instant -> container State.StartedAt (real Docker)")
     single, _, limit = await container_lags(1)
     print(line("       1 schedule", single))
