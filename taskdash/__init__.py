@@ -56,6 +56,12 @@ def error_response(error: TaskdashError) -> Response:
     return response
 
 
+def browser_asks() -> bool:
+    """Accept prefers HTML to JSON (browsers do; curl's */* and API clients do not)."""
+    accepted = request.accept_mimetypes
+    return accepted.quality("text/html") > accepted.quality("application/json")
+
+
 def register_error_handlers(app: Quart) -> None:
     """The one place where exceptions become HTTP responses."""
 
@@ -92,7 +98,13 @@ def register_error_handlers(app: Quart) -> None:
         elif status == 405:
             message = f"{request.method} is not allowed on {request.path}"
         code = error.name.lower().replace(" ", "_")
-        return error_response(TaskdashError(message, code=code, status=status))
+        problem = TaskdashError(message, code=code, status=status)
+        if request.blueprint is None and browser_asks():
+            # No route matched, and a person typed or followed the URL: answer a page.
+            from taskdash.pages import render_error_page
+
+            return await render_error_page(problem)
+        return error_response(problem)
 
     @app.errorhandler(Exception)
     async def handle_unexpected(error: Exception) -> Response:

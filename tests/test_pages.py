@@ -416,6 +416,25 @@ def test_error_pages(client: httpx.Client, path: str, status: int, message: str)
     assert not is_full_page(html_of(fragment, status))
 
 
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def test_an_unknown_url_answers_a_page_to_a_browser_and_json_to_the_rest(
+    client: httpx.Client,
+) -> None:
+    body = html_of(client.get("/no/such/page", headers=BROWSER), 404)
+    assert is_full_page(body)
+    assert "no such endpoint: GET /no/such/page" in body
+    assert "Back to the task list" in body
+    for accept in ("*/*", "application/json", "application/json, text/html;q=0.5"):
+        response = client.get("/no/such/page", headers={"Accept": accept})
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+    # The API's own errors stay JSON whatever the client accepts.
+    response = client.get(f"/task/{UNKNOWN}", headers=BROWSER)
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "task_not_found")
+
+
 def test_unknown_run_of_a_known_task(client: httpx.Client) -> None:
     created = finished_task(client, "echo x\n", kind="sh")
     body = html_of(client.get(f"/tasks/{created['task_id']}/runs/{UNKNOWN}"), 404)
