@@ -205,6 +205,13 @@ async def log_view(task: Task, run: Run | None, limit: int) -> LogView | None:
     )
 
 
+def task_stream_url(task: Task, log: LogView | None) -> str:
+    """The task page's stream: the shown run's lines after those rendered, then its next run."""
+    if log is None:
+        return f"/ui/tasks/{task.id}/stream"
+    return f"/ui/tasks/{task.id}/stream?run_id={log.run.id}&after={log.total}"
+
+
 def script_lines(task: Task) -> list[str]:
     if task.script is None:
         return []
@@ -320,11 +327,13 @@ async def task_context(task: Task) -> dict[str, Any]:
     run = await latest_run(task)
     runs, run_count = await list_runs(task, HISTORY_RUNS, 0)
     source, info = await docker_info_of(run)
+    log = await log_view(task, run, TASK_LOG_LINES)
     return {
         "task": task,
         "run": run,
         "active": run is not None and run.status in ACTIVE_STATUSES,
-        "log": await log_view(task, run, TASK_LOG_LINES),
+        "log": log,
+        "stream_url": task_stream_url(task, log),
         "runs": runs,
         "run_count": run_count,
         "chart": duration_chart(task, runs),

@@ -11,6 +11,10 @@ themselves).
 no run yet it waits for the next one (with keep-alives) instead of failing, so a client can
 connect before it triggers the first run. `Last-Event-ID` counts lines of the run the stream
 follows: pass `run_id` when resuming if the task may have been re-run meanwhile.
+
+The dashboard's task page uses one stream, `/ui/tasks/<id>/stream?run_id=&after=`: the run it
+shows, as HTML fragments, then `event: run` once the task has another run, on which the page
+loads its view again.
 """
 
 from __future__ import annotations
@@ -189,6 +193,8 @@ class RunFollower:
         self.render = render
         self.keepalive = keepalive
         self.rank = -1
+        # Set once `end` went out (not when the follower was dropped or the run deleted).
+        self.ended = False
 
     async def stream(self) -> AsyncIterator[str]:
         with self.hub.subscribe(self.run_id) as subscription:
@@ -262,18 +268,23 @@ class RunFollower:
             yield chunk
         if run is not None:
             yield await self.render.end(run)
+            self.ended = True
 
 
-async def wait_for_run(hub: LogHub, task_id: UUID, keepalive: float) -> AsyncIterator[str | UUID]:
-    """Keep-alives until the task has a run, then that run's id (nothing if it is deleted)."""
+async def wait_for_run(
+    hub: LogHub, task_id: UUID, keepalive: float, other_than: UUID | None = None
+) -> AsyncIterator[str | UUID]:
+    """Keep-alives until the task has a run (other than `other_than`), then that run's id;
+    nothing when the task is deleted."""
     with hub.subscribe(None) as subscription:
         task = await Task.get_or_none(id=task_id)
         if task is None:
             return
-        if task.last_run_id is not None:
+        if task.last_run_id is not None and task.last_run_id != other_than:
             yield task.last_run_id
             return
-        yield ": this task has no run yet: waiting for its next run\n\n"
+        if other_than is None:
+            yield ": this task has no run yet: waiting for its next run\n\n"
         while True:
             try:
                 async with asyncio.timeout(keepalive):
@@ -285,7 +296,7 @@ async def wait_for_run(hub: LogHub, task_id: UUID, keepalive: float) -> AsyncIte
                 continue
             except SubscriptionDropped:
                 return
-            if event.task_id == task_id:
+            if event.task_id == task_id and event.run_id != other_than:
                 yield event.run_id
                 return
 
@@ -304,6 +315,21 @@ async def task_log_stream(
     follower = RunFollower(hub, run_id, after, JsonRenderer(), keepalive)
     async for chunk in follower.stream():
         yield chunk
+
+
+async def task_view_stream(
+    hub: LogHub, task_id: UUID, shown: UUID | None, after: int, keepalive: float, badges: Badges
+) -> AsyncIterator[str]:
+    """The task page: the shown run's new lines, status and end; then, once the task has
+    another run (started by its schedule, the API or another tab), `run` with its id."""
+    if shown is not None:
+        follower = RunFollower(hub, shown, after, HtmlRenderer(badges), keepalive)
+        async for chunk in follower.stream():
+            yield chunk
+        if not follower.ended:
+            return  # dropped: the browser reconnects with Last-Event-ID
+    async for item in wait_for_run(hub, task_id, keepalive, other_than=shown):
+        yield sse_event("run", str(item)) if isinstance(item, UUID) else item
 
 
 # the task list's live badges --------------------------------------------------------------------
@@ -353,6 +379,21 @@ async def task_logs_stream(task_id: str) -> Response:
         run_id = run.id if run is not None else None
     hub = services().hub
     return event_stream(task_log_stream(hub, task.id, run_id, after, keepalive_seconds()))
+
+
+@streams.get("/ui/tasks/<task_id>/stream")
+async def task_page_stream(task_id: str) -> Response:
+    """The task page's one stream: the run it shows (`?run_id=`, lines after `?after=`) as HTML
+    fragments and badges, then `event: run` when the task has another run, so the page can
+    load its view again."""
+    task = await get_task(parse_uuid(task_id))
+    shown: UUID | None = None
+    if request.args.get("run_id"):
+        shown = (await get_run(task, parse_uuid(request.args["run_id"], "run id"))).id
+    after, badges = resume_after(), Badges(app_object())
+    return event_stream(
+        task_view_stream(services().hub, task.id, shown, after, keepalive_seconds(), badges)
+    )
 
 
 @streams.get("/ui/tasks/<task_id>/runs/<run_id>/stream")

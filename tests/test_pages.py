@@ -233,7 +233,11 @@ def test_task_page_of_a_finished_run(client: httpx.Client) -> None:
     )
     assert '<span class="ansi-fg-31">red</span> &lt;b&gt;not bold&lt;/b&gt;' in body
     assert 'id="log"' in body and 'role="log"' in body and 'aria-live="polite"' in body
-    assert "sse-connect" not in body, "a finished run needs no stream"
+    # A finished run: the stream only waits for the task's next run; no live log swap.
+    stream = f"/ui/tasks/{created['task_id']}/stream?run_id={created['run_id']}&amp;after=2"
+    assert f'sse-connect="{stream}" sse-close="run"' in body
+    assert 'hx-trigger="sse:run"' in body
+    assert 'sse-swap="line"' not in body
     # history, chart, docker info, schedule form
     assert f'href="/tasks/{created["task_id"]}/runs/{created["run_id"]}"' in body
     assert "<svg" in body and 'class="bar bar-succeeded"' in body
@@ -247,8 +251,9 @@ def test_task_page_of_a_live_run_connects_the_stream(client: httpx.Client) -> No
     task_id, run_id = created["task_id"], created["run_id"]
     try:
         body = html_of(client.get(f"/tasks/{task_id}"))
-        assert f'sse-connect="/ui/tasks/{task_id}/runs/{run_id}/stream"' in body
-        assert 'sse-close="end"' in body
+        stream = f"/ui/tasks/{task_id}/stream?run_id={run_id}&amp;after="
+        assert f'sse-connect="{stream}' in body
+        assert 'sse-close="run"' in body
         assert 'sse-swap="line" hx-swap="beforeend"' in body
         assert 'sse-swap="status,end"' in body
         assert 'id="stop-button"' in body

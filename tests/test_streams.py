@@ -479,3 +479,67 @@ async def test_task_list_feed_sends_each_status_change_as_a_task_event(
     mine = [e.data for e in feed.events if e.event == name]
     assert any("running" in data for data in mine)
     assert "succeeded" in mine[-1]
+
+
+def task_view_path(task_id: str, run_id: str | None = None, after: int = 0) -> str:
+    query = f"?run_id={run_id}&after={after}" if run_id else ""
+    return f"/ui/tasks/{task_id}/stream{query}"
+
+
+async def test_task_page_stream_follows_the_shown_run_then_announces_the_next_one(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    created = create_task(client, paced(3, pause=0.1, delay=0.3))
+    task_id, first = created["task_id"], created["run_id"]
+    async with (
+        async_client(server) as http,
+        http.stream("GET", task_view_path(task_id, first, after=1)) as response,
+    ):
+        assert response.status_code == 200
+        stream, lines = Stream(), response.aiter_lines()
+        async with asyncio.timeout(60):
+            await read_stream(lines, stream, lambda s: s.end() is not None)
+            # The run ended; the stream stays open and waits for the task's next run.
+            second = (await http.put(f"/task/{task_id}")).json()["run_id"]
+            await read_stream(lines, stream, lambda s: s.events[-1].event == "run")
+    assert [n for n, _ in stream.lines()] == [2, 3]  # after=1: only what the page lacks
+    assert stream.events[-1].data == second
+    assert [e.event for e in stream.events][-2:] == ["end", "run"]
+    wait_run(client, task_id, second)
+
+
+async def test_task_page_stream_announces_a_run_started_before_it_connected(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    created = create_task(client, "echo one\n", kind="sh")
+    task_id, first = created["task_id"], created["run_id"]
+    wait_run(client, task_id, first)
+    async with async_client(server) as http:
+        second = (await http.put(f"/task/{task_id}")).json()["run_id"]
+        # The page still shows the first run: it learns of the second at once (after the
+        # first's `end`, which a page rendered while that run was live needs).
+        stream = await follow(
+            http,
+            task_view_path(task_id, first, after=1),
+            stop=lambda s: any(e.event == "run" for e in s.events),
+        )
+        # A page showing the latest run, finished: its end, and nothing else yet.
+        wait_run(client, task_id, second)
+        latest = await follow(
+            http,
+            task_view_path(task_id, second, after=1),
+            stop=lambda s: s.end() is not None,
+        )
+    assert [e.event for e in stream.events] == ["end", "run"]
+    assert stream.events[-1].data == second
+    assert [e.event for e in latest.events] == ["end"]
+
+
+def test_task_page_stream_refuses_a_run_of_another_task(client: httpx.Client) -> None:
+    one = create_task(client, "echo one\n", kind="sh")
+    other = create_task(client, "echo other\n", kind="sh")
+    response = client.get(task_view_path(one["task_id"], other["run_id"]))
+    assert response.status_code == 404
+    assert other["run_id"] in response.json()["error"]["message"]
+    response = client.get(f"/ui/tasks/{one['task_id']}/stream?run_id=nope")
+    assert response.status_code == 400

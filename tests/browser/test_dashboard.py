@@ -97,6 +97,31 @@ def test_list_badge_changes_without_reload(page: Page, client: httpx.Client, sho
     shoot(page, "succeeded")
 
 
+def test_the_task_page_switches_to_a_run_started_elsewhere(
+    page: Page, client: httpx.Client, shoot: Shoot
+) -> None:
+    script = "echo run $(cat /proc/sys/kernel/random/uuid | cut -c1-8)\nsleep 2\necho second line\n"
+    created = create_task(client, script, kind="sh", name="started elsewhere")
+    task_id = created["task_id"]
+    wait_run(client, task_id, created["run_id"])
+    page.goto(f"/tasks/{task_id}")
+    expect(page.locator("#log .line")).to_have_count(2)
+    first_line = page.locator("#log #L1 .tx").inner_text()
+    page.evaluate("window.sameDocument = true")
+
+    started = client.put(f"/task/{task_id}")  # as a schedule, a script or another tab would
+    assert started.status_code == 202
+    run_id = started.json()["run_id"]
+
+    link = page.locator(f'a[href="/tasks/{task_id}/runs/{run_id}"]').first
+    expect(link).to_be_visible(timeout=30_000)
+    expect(page.locator("#log #L2 .tx")).to_have_text("second line", timeout=30_000)
+    assert page.locator("#log #L1 .tx").inner_text() != first_line
+    expect(badge(page, "#task-status")).to_have_text("succeeded", timeout=30_000)
+    assert page.evaluate("window.sameDocument") is True, "the page was not reloaded"
+    shoot(page, "switched-to-new-run")
+
+
 def test_stop_a_run_from_its_page(page: Page, client: httpx.Client, shoot: Shoot) -> None:
     created = create_task(client, FOREVER, name="endless")
     page.goto(f"/tasks/{created['task_id']}")
