@@ -335,26 +335,65 @@ async def task_view_stream(
 # the task list's live badges --------------------------------------------------------------------
 
 
-async def is_latest_run(event: LogEvent) -> bool:
-    """A task's badge shows its latest run: an older run still finishing must not repaint it."""
-    return await Task.exists(id=event.task_id, last_run_id=event.run_id)
+async def latest_runs(task_ids: list[UUID]) -> dict[UUID, UUID | None]:
+    rows = await Task.filter(id__in=task_ids).values_list("id", "last_run_id")
+    return {UUID(str(task_id)): run_id for task_id, run_id in rows}
+
+
+async def task_badges(events: list[LogEvent], badges: Badges) -> str:
+    """One `task-<id>` event per task whose latest run changed; an older run still finishing
+    must not repaint its task's badge. One query for the whole burst."""
+    newest: dict[tuple[UUID, UUID], LogEvent] = {}
+    for event in events:
+        if event.task_id is not None:
+            newest[(event.task_id, event.run_id)] = event
+    if not newest:
+        return ""
+    latest = await latest_runs(list({task_id for task_id, _ in newest}))
+    rendered: dict[str, str] = {}
+    parts = []
+    for (task_id, run_id), event in newest.items():
+        if latest.get(task_id) != run_id:
+            continue
+        if event.status not in rendered:
+            rendered[event.status] = await badges.render(RunStatus(event.status))
+        parts.append(sse_event(f"task-{task_id}", rendered[event.status]))
+    return "".join(parts)
 
 
 async def status_feed(hub: LogHub, badges: Badges, keepalive: float) -> AsyncIterator[str]:
-    with hub.subscribe(None) as subscription:
+    """Badge changes for the task list. A burst too large to buffer (a schedule firing
+    thousands of runs) drops the subscription: the feed subscribes again, then `refresh` asks
+    the page to reload its table, so no change falls between the two."""
+    subscription = hub.subscribe(None)
+    try:
         yield ": connected\n\n"
         while True:
-            try:
-                async with asyncio.timeout(keepalive):
-                    event = await subscription.get()
-            except TimeoutError:
-                yield KEEPALIVE
-                continue
-            except SubscriptionDropped:
-                return
-            if event.task_id is not None and await is_latest_run(event):
-                badge = await badges.render(RunStatus(event.status))
-                yield sse_event(f"task-{event.task_id}", badge)
+            async for chunk in badge_events(subscription, badges, keepalive):
+                yield chunk
+            subscription.close()
+            subscription = hub.subscribe(None)
+            yield sse_event("refresh", "")
+    finally:
+        subscription.close()
+
+
+async def badge_events(
+    subscription: Subscription, badges: Badges, keepalive: float
+) -> AsyncIterator[str]:
+    """Until the subscription is dropped."""
+    while True:
+        try:
+            async with asyncio.timeout(keepalive):
+                first = await subscription.get()
+        except TimeoutError:
+            yield KEEPALIVE
+            continue
+        except SubscriptionDropped:
+            return
+        out = await task_badges(take_ready(subscription, first), badges)
+        if out:
+            yield out
 
 
 # routes -----------------------------------------------------------------------------------------

@@ -73,6 +73,8 @@ def test_index_is_a_full_page_with_the_upload_form(client: httpx.Client) -> None
     assert 'value="python"' in body and 'value="shell"' in body
     assert 'enctype="multipart/form-data"' in body
     assert '<main id="main"' in body and 'sse-connect="/ui/events"' in body
+    # after a burst the feed asks for the table again (this page of it)
+    assert 'hx-get="/?page=1" hx-trigger="sse:refresh" hx-target="#tasks"' in body
     # vendored, never from a CDN
     assert 'src="/static/htmx.min.js"' in body and 'src="/static/sse.js"' in body
     assert "https://" not in body

@@ -16,6 +16,7 @@ import pytest
 
 from taskdash import create_app
 from taskdash.config import load_settings
+from taskdash.logs import SUBSCRIBER_BUFFER
 from taskdash.models import ScriptType, Task, Trigger
 from taskdash.services import Services
 from taskdash.streams import sse_event
@@ -543,3 +544,40 @@ def test_task_page_stream_refuses_a_run_of_another_task(client: httpx.Client) ->
     assert other["run_id"] in response.json()["error"]["message"]
     response = client.get(f"/ui/tasks/{one['task_id']}/stream?run_id=nope")
     assert response.status_code == 400
+
+
+async def test_task_list_feed_sends_only_latest_runs_and_asks_for_a_refresh_after_a_burst(
+    docker_engine: None, tmp_path: Path
+) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", instance_id=f"test-{uuid.uuid4().hex}")
+    app = create_app(settings)
+    async with app.test_app() as test_app:
+        hub = app.extensions["taskdash"].hub
+        task = await Task.create(name="busy", script_type=ScriptType.SHELL, script=b"true\n")
+        older, latest = uuid.uuid4(), uuid.uuid4()
+        await Task.filter(id=task.id).update(last_run_id=latest)
+        async with test_app.test_client().request("/ui/events") as connection, asyncio.timeout(30):
+            await connection.send_complete()
+            body = await connection.receive()
+            assert b": connected" in body
+            hub.publish_status(older, task.id, "succeeded")  # an older run: not the badge
+            hub.publish_status(latest, task.id, "running")
+            while b"running" not in body:
+                body += await connection.receive()
+            # A burst larger than a follower's buffer, as 10,000 scheduled runs make.
+            for _ in range(SUBSCRIBER_BUFFER + 100):
+                hub.publish_status(older, task.id, "queued")
+            hub.publish_status(latest, task.id, "failed")  # lost in the burst
+            while b"event: refresh" not in body:
+                body += await connection.receive()
+            # Subscribed again: the next change comes through.
+            hub.publish_status(latest, task.id, "succeeded")
+            while b"succeeded" not in body:
+                body += await connection.receive()
+            await connection.disconnect()  # the feed never ends by itself
+    stream = Stream()
+    await read_stream(iterate(body.decode().splitlines()), stream, lambda _s: False)
+    badges = [(e.event, e.data) for e in stream.events]
+    name = f"task-{task.id}"
+    assert [event for event, _ in badges] == [name, "refresh", name]
+    assert "running" in badges[0][1] and "succeeded" in badges[2][1]
