@@ -1,9 +1,10 @@
 # taskdash: thin wrappers around scripts/. Every target runs as-is on a fresh clone.
 .PHONY: run setup images lint test clean
 
-# Serve the app (hypercorn) after making sure the engine, .venv and images are ready.
+# Serve the app (hypercorn, on TASKDASH_HOST:TASKDASH_PORT) once the engine, .venv and images
+# are ready.
 run: setup
-	exec .venv/bin/hypercorn app:app --bind $${TASKDASH_HOST:-0.0.0.0}:$${TASKDASH_PORT:-5000}
+	exec .venv/bin/python -m taskdash.serve
 
 setup:
 	scripts/setup.sh

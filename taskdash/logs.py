@@ -31,6 +31,10 @@ class LogEvent:
     task_id: UUID | None = None
 
 
+# Wakes a waiting reader when the hub closes (compared by identity).
+HUB_CLOSED = LogEvent("status", UUID(int=0))
+
+
 class SubscriptionDropped(Exception):
     """The follower fell more than SUBSCRIBER_BUFFER events behind and was let go."""
 
@@ -60,10 +64,21 @@ class Subscription:
 
     async def get(self) -> LogEvent:
         # Dropping happens only when the queue is full, so a reader waiting on an empty
-        # queue cannot miss it: it always finds the flag after draining the backlog.
+        # queue cannot miss it: it always finds the flag after draining the backlog. A hub
+        # that closes wakes waiting readers with HUB_CLOSED.
         if self.dropped and self.queue.empty():
             raise SubscriptionDropped
-        return await self.queue.get()
+        event = await self.queue.get()
+        if event is HUB_CLOSED:
+            raise SubscriptionDropped
+        return event
+
+    def end(self) -> None:
+        """No more events: the reader gets SubscriptionDropped once it has the backlog."""
+        self.dropped = True
+        self._hub.unsubscribe(self)
+        with contextlib.suppress(asyncio.QueueFull):  # full: the reader is not waiting
+            self.queue.put_nowait(HUB_CLOSED)
 
     def close(self) -> None:
         self._hub.unsubscribe(self)
@@ -150,6 +165,8 @@ class LogHub:
         self.logs_dir = logs_dir
         self.max_bytes = max_bytes
         self._subscribers: dict[UUID | None, set[Subscription]] = {}
+        # Set when the server stops: every follower ends, and none can start.
+        self.closed = False
         logs_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, run_id: UUID) -> Path:
@@ -161,8 +178,18 @@ class LogHub:
     def subscribe(self, run_id: UUID | None) -> Subscription:
         """Follow one run's lines and status, or (run_id None) every run's status changes."""
         subscription = Subscription(self, run_id)
+        if self.closed:
+            subscription.end()
+            return subscription
         self._subscribers.setdefault(run_id, set()).add(subscription)
         return subscription
+
+    def close(self) -> None:
+        """End every live follower (the server is stopping; clients reconnect and resume)."""
+        self.closed = True
+        for group in list(self._subscribers.values()):
+            for subscription in list(group):
+                subscription.end()
 
     def unsubscribe(self, subscription: Subscription) -> None:
         group = self._subscribers.get(subscription.key)

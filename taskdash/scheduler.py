@@ -209,7 +209,7 @@ class Scheduler:
 
     async def _watch_run_ends(self) -> None:
         """Wake the loop when a run ends while a queued slot waits for it."""
-        while True:
+        while not self.runs.hub.closed:
             with self.runs.hub.subscribe(None) as events:
                 try:
                     while True:

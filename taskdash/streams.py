@@ -231,7 +231,8 @@ class RunFollower:
                 yield KEEPALIVE
                 continue
             except SubscriptionDropped:
-                yield ": dropped (too far behind): reconnect with Last-Event-ID\n\n"
+                why = "the server is stopping" if self.hub.closed else "too far behind"
+                yield f": dropped ({why}): reconnect with Last-Event-ID\n\n"
                 return
             out, ended = await self.render_events(take_ready(subscription, first))
             if out:
@@ -371,6 +372,8 @@ async def status_feed(hub: LogHub, badges: Badges, keepalive: float) -> AsyncIte
         while True:
             async for chunk in badge_events(subscription, badges, keepalive):
                 yield chunk
+            if hub.closed:
+                return
             subscription.close()
             subscription = hub.subscribe(None)
             yield sse_event("refresh", "")

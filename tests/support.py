@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """`.venv/bin/hypercorn app:app` in its own process, as an operator would run it."""
+    """`python -m taskdash.serve` (what `make run` runs) in its own process."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
@@ -67,10 +67,9 @@ class LiveServer:
         return env | self.extra_env
 
     def start(self, *, healthy: bool = True) -> LiveServer:
-        hypercorn = Path(sys.executable).parent / "hypercorn"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(hypercorn), "app:app", "--bind", f"127.0.0.1:{self.port}"],
+            [sys.executable, "-m", "taskdash.serve", "--bind", f"127.0.0.1:{self.port}"],
             cwd=REPO,
             env=self.environment(),
             stdout=log,
@@ -100,7 +99,7 @@ class LiveServer:
         self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        """A crash: SIGKILL to hypercorn and its worker process, nothing gets to clean up."""
+        """A crash: SIGKILL to the server's process group, nothing gets to clean up."""
         self._signal(signal.SIGKILL)
 
     def _signal(self, sig: signal.Signals) -> None:

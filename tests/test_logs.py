@@ -77,3 +77,29 @@ async def test_a_follower_that_falls_behind_is_dropped_without_slowing_others(
     slow.close()
     fast.close()
     assert hub.follower_count(run_id) == 0
+
+
+async def test_closing_the_hub_ends_every_follower_after_its_backlog(hub: LogHub) -> None:
+    run_id, task_id = uuid.uuid4(), uuid.uuid4()
+    idle, busy = hub.subscribe(None), hub.subscribe(run_id)
+    waiting = asyncio.create_task(idle.get())
+    await asyncio.sleep(0)  # `idle` now waits on an empty queue
+    hub.publish_status(run_id, task_id, "running")
+    assert (await waiting).status == "running"
+    waiting = asyncio.create_task(idle.get())
+    await asyncio.sleep(0)
+    busy.offer(LogEvent("line", run_id, number=1, text="kept"))
+
+    hub.close()
+
+    with pytest.raises(SubscriptionDropped):
+        await asyncio.wait_for(waiting, 5)  # woken, not left waiting
+    backlog = [await busy.get(), await busy.get()]  # the backlog first
+    assert [(e.status, e.text) for e in backlog] == [("running", ""), ("", "kept")]
+    with pytest.raises(SubscriptionDropped):
+        await busy.get()
+    late = hub.subscribe(run_id)  # nobody can follow a closed hub
+    with pytest.raises(SubscriptionDropped):
+        await asyncio.wait_for(late.get(), 5)
+    hub.publish_status(run_id, task_id, "succeeded")  # publishing still works, to no one
+    assert hub.follower_count(run_id) == 0

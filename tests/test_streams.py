@@ -32,6 +32,9 @@ PACED = (
 )
 
 
+FOREVER_TICKS = "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.2)\n"
+
+
 def paced(count: int, pause: float = 0.05, delay: float = 0.0) -> str:
     return PACED.format(count=count, pause=pause, delay=delay)
 
@@ -105,10 +108,11 @@ async def follow(
     after: int | None = None,
     stop: Callable[[Stream], bool] = lambda _s: False,
     deadline: float = 60.0,
+    into: Stream | None = None,
 ) -> Stream:
-    """One connection; `after` is sent as Last-Event-ID."""
+    """One connection; `after` is sent as Last-Event-ID; `into` shows progress meanwhile."""
     headers = {"Last-Event-ID": str(after)} if after is not None else {}
-    stream = Stream()
+    stream = into or Stream()
     async with asyncio.timeout(deadline), http.stream("GET", path, headers=headers) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -581,3 +585,33 @@ async def test_task_list_feed_sends_only_latest_runs_and_asks_for_a_refresh_afte
     name = f"task-{task.id}"
     assert [event for event, _ in badges] == [name, "refresh", name]
     assert "running" in badges[0][1] and "succeeded" in badges[2][1]
+
+
+async def test_a_stop_ends_open_streams_first_and_the_server_exits_cleanly(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    live = make_server()
+    with live.client() as sync:
+        created = create_task(sync, FOREVER_TICKS)
+        wait_for(lambda: stored_count(sync, created["task_id"]) >= 2, what="the run to print")
+    task_id, run_id = created["task_id"], created["run_id"]
+    streams = [Stream(), Stream(), Stream()]
+    paths = [stream_path(task_id), task_view_path(task_id, run_id), "/ui/events"]
+    async with async_client(live) as http, asyncio.timeout(60):
+        following = [
+            asyncio.create_task(follow(http, path, into=stream))
+            for path, stream in zip(paths, streams, strict=True)
+        ]
+        for _ in range(1200):  # connected, and the run has printed (the timeout bounds it)
+            if streams[0].lines() and streams[1].lines() and streams[2].comments:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(live.stop)  # SIGTERM, then wait for the process to exit
+        await asyncio.gather(*following)
+    assert live.process is not None and live.process.returncode == 0
+    for stream in streams:
+        assert stream.closed  # ended by the server, not cut by a timeout
+    for stream in streams[:2]:
+        assert any("the server is stopping" in comment for comment in stream.comments)
+        assert stream.end() is None  # the run goes on; a browser resumes after the restart
+    assert "Traceback" not in live.log_path.read_text()
