@@ -51,8 +51,8 @@ class FifoLimiter:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self.release()
-            else:
+                self.release()  # granted the slot, but cancelled: pass it on
+            elif waiter in self._waiters:  # release() drops cancelled waiters itself
                 self._waiters.remove(waiter)
             raise
 

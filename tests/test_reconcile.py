@@ -92,6 +92,24 @@ def test_concurrency_limit_queues_runs_in_order(make_server: Callable[..., LiveS
     assert finished[0]["finished_at"] <= finished[1]["started_at"]
 
 
+def test_queued_runs_stay_queued_across_a_stop_and_run_after_the_restart(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    live = make_server(max_concurrent_runs="1")
+    with live.client() as http:
+        blocker = create_task(http, "echo first\nsleep 3\n", kind="sh")
+        wait_for(lambda: logs(http, blocker["task_id"]).strip() == "first", what="first run")
+        queued = [create_task(http, f"echo {i}\n", kind="sh") for i in range(3)]
+    live.stop()  # SIGTERM with one run holding the only slot and three waiting for it
+    assert "Traceback" not in live.log_path.read_text()
+    restarted = make_server(max_concurrent_runs="1", data_dir=live.data_dir)
+    with restarted.client() as http:
+        finished = [wait_run(http, c["task_id"], c["run_id"]) for c in queued]
+        assert wait_run(http, blocker["task_id"], blocker["run_id"])["status"] == "succeeded"
+    assert [r["status"] for r in finished] == ["succeeded"] * 3
+    assert [r["error"] for r in finished] == [None] * 3
+
+
 def test_stop_a_queued_run(make_server: Callable[..., LiveServer]) -> None:
     live = make_server(max_concurrent_runs="1")
     with live.client() as http:

@@ -206,6 +206,25 @@ async def test_fifo_limiter_cancelled_waiter_gives_its_place_up() -> None:
     assert limiter.active == 1
 
 
+async def test_fifo_limiter_survives_the_holder_and_its_waiters_cancelled_together() -> None:
+    # As at shutdown, when every execution is cancelled at once: the holder's release meets
+    # waiters already cancelled, which must not then fail on their way out.
+    limiter = FifoLimiter(1)
+
+    async def hold() -> None:
+        async with limiter.slot():
+            await asyncio.sleep(60)
+
+    tasks = [asyncio.create_task(hold()) for _ in range(3)]
+    await asyncio.sleep(0)
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(result) for result in results] == [asyncio.CancelledError] * 3
+    assert limiter.active == 0
+    await asyncio.wait_for(limiter.acquire(), 1)
+
+
 @pytest.mark.parametrize(
     ("pending", "chunk", "lines", "rest"),
     [
