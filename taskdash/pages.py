@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 from quart import Blueprint, Response, render_template, request, url_for
@@ -26,7 +27,8 @@ from taskdash.errors import (
 )
 from taskdash.forms import parse_new_task, parse_uuid
 from taskdash.logs import LogHub
-from taskdash.models import ACTIVE_STATUSES, Run, ScriptType, Task, Trigger
+from taskdash.models import ACTIVE_STATUSES, OverlapPolicy, Run, Schedule, ScriptType, Task, Trigger
+from taskdash.schedule_api import parse_change
 from taskdash.services import services
 from taskdash.tasks import (
     TaskRow,
@@ -378,6 +380,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours} h {minutes} min"
 
 
+@pages.app_template_filter("fire_time")
+def format_fire_time(value: str | None, zone: str) -> str:
+    """A schedule's time (ISO text from its JSON) on its own zone's clock, e.g. Mon 09:00 CET."""
+    if not value:
+        return ""
+    when = datetime.fromisoformat(value).astimezone(ZoneInfo(zone))
+    return when.strftime("%a %Y-%m-%d %H:%M %Z")
+
+
 @pages.app_template_filter("iso")
 def format_iso(value: datetime | None) -> str:
     return value.isoformat() if value is not None else ""
@@ -532,17 +543,36 @@ async def delete(task_id: str) -> Response:
 
 
 async def change_schedule(task: Task, form: Mapping[str, str], method: str) -> None:
-    """Ask the Scheduler to set or remove the task's schedule (it validates the cron)."""
-    operation = getattr(services().scheduler, method, None)
-    if operation is None:
+    """Ask the Scheduler to set, change or remove the task's schedule (it validates the cron).
+
+    The form changes an existing schedule like PATCH: a field it leaves out (`enabled`, sent
+    only by the Pause / Resume buttons) keeps its value.
+    """
+    scheduler = services().scheduler
+    if scheduler is None:
         raise ServiceUnavailable("scheduling is not available on this server yet")
-    if method == "set_schedule":
-        cron = (form.get("cron_expression") or "").strip()
-        if not cron:
-            raise BadRequest("enter a cron expression, such as '*/15 * * * *'")
-        await operation(task.id, cron, (form.get("timezone") or "").strip() or None)
+    if method == "remove_schedule":
+        await scheduler.remove_schedule(task.id)
+        return
+    change = parse_change(form)
+    if change.cron_expression is None:
+        raise BadRequest("enter a cron expression, such as '*/15 * * * *'")
+    if await Schedule.exists(task_id=task.id):
+        await scheduler.update_schedule(
+            task.id,
+            cron_expression=change.cron_expression,
+            timezone=change.timezone,
+            enabled=change.enabled,
+            overlap=change.overlap,
+        )
     else:
-        await operation(task.id)
+        await scheduler.set_schedule(
+            task.id,
+            change.cron_expression,
+            change.timezone,
+            enabled=change.enabled is not False,
+            overlap=change.overlap or OverlapPolicy.SKIP,
+        )
 
 
 async def schedule_answer(task: Task, form: Mapping[str, str], method: str) -> Response:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from quart import render_template_string
+from quart import render_template, render_template_string
 
 from taskdash import create_app
 from taskdash.config import load_settings
@@ -385,17 +385,89 @@ def test_delete_from_the_list_with_htmx(client: httpx.Client) -> None:
     html_of(page, 404)
 
 
-def test_schedule_form_answers_html(client: httpx.Client) -> None:
+def test_schedule_form_refuses_a_bad_cron_in_the_card(client: httpx.Client) -> None:
     created = finished_task(client, "echo sched\n", kind="sh")
     task_id = created["task_id"]
-    response = client.post(
-        f"/tasks/{task_id}/schedule", data={"cron_expression": "not a cron"}, headers=HTMX
+    for data, message in (
+        ({"cron_expression": "not a cron"}, "cron needs 5"),
+        ({"cron_expression": "* * * * *", "overlap": "sometimes"}, "'overlap' must be one of"),
+        ({"cron_expression": "* * * * *", "timezone": "Mars/Olympus"}, "Mars/Olympus"),
+        ({"cron_expression": " "}, "enter a cron expression"),
+    ):
+        response = client.post(f"/tasks/{task_id}/schedule", data=data, headers=HTMX)
+        body = html_of(response, 400)
+        assert body.lstrip().startswith('<section id="schedule"')
+        assert 'role="alert"' in body and message in body.replace("&#39;", "'"), body
+    assert client.get(f"/task/{task_id}/schedule").status_code == 404  # nothing was saved
+
+
+def test_schedule_form_sets_the_policy_then_pauses_resumes_and_removes(
+    client: httpx.Client,
+) -> None:
+    task_id = finished_task(client, "echo sched\n", kind="sh")["task_id"]
+    path = f"/tasks/{task_id}/schedule"
+    form = {"cron_expression": "0 9 * * 1-5", "timezone": "Europe/Paris", "overlap": "queue"}
+    body = html_of(client.post(path, data=form, headers=HTMX))
+    assert '<option value="queue" selected>' in body
+    assert 'id="schedule-pause"' in body
+    assert re.search(r"(Mon|Tue|Wed|Thu|Fri) \d{4}-\d\d-\d\d 09:00 CES?T", body), body
+    assert client.get(f"/task/{task_id}/schedule").json()["overlap"] == "queue"
+
+    body = html_of(client.post(path, data=form | {"enabled": "false"}, headers=HTMX))
+    assert 'id="schedule-paused"' in body and 'id="schedule-resume"' in body
+    assert "Next runs" not in body
+    # Editing the expression of a paused schedule keeps it paused (the form omits `enabled`).
+    html_of(client.post(path, data=form | {"cron_expression": "30 9 * * 1-5"}, headers=HTMX))
+    saved = client.get(f"/task/{task_id}/schedule").json()
+    assert (saved["cron_expression"], saved["enabled"], saved["overlap"]) == (
+        "30 9 * * 1-5",
+        False,
+        "queue",
     )
-    assert response.status_code in (200, 400, 503)
-    body = html_of(response, response.status_code)
-    assert body.lstrip().startswith('<section id="schedule"')
-    if response.status_code != 200:
-        assert 'role="alert"' in body
+
+    body = html_of(client.post(path, data=form | {"enabled": "true"}, headers=HTMX))
+    assert 'id="schedule-pause"' in body and "Next runs" in body
+    assert client.get(f"/task/{task_id}/schedule").json()["enabled"] is True
+
+    body = html_of(client.post(f"{path}/delete", data={}, headers=HTMX))
+    assert "Remove" not in body and client.get(f"/task/{task_id}/schedule").status_code == 404
+
+
+async def test_schedule_card_shows_recent_slots_on_the_schedules_clock(tmp_path: Any) -> None:
+    app = create_app(load_settings(data_dir=tmp_path))
+    schedule = {
+        "cron_expression": "*/15 * * * *",
+        "timezone": "America/New_York",
+        "enabled": True,
+        "overlap": "skip",
+        "next_run_times": ["2024-11-03T01:30:00-05:00"],
+        "recent_slots": [
+            {
+                "slot_at": "2024-11-03T05:15:00Z",
+                "outcome": "fired",
+                "run_id": UNKNOWN,
+                "catch_up": True,
+                "missed_before": 3,
+                "reason": "",
+            },
+            {
+                "slot_at": "2024-11-03T05:00:00Z",
+                "outcome": "skipped",
+                "run_id": None,
+                "catch_up": False,
+                "missed_before": 0,
+                "reason": "a run of this task was still active",
+            },
+        ],
+    }
+    task = {"id": UNKNOWN, "script_kept": True}
+    async with app.app_context():
+        body = await render_template("_schedule.html", task=task, schedule=schedule)
+    assert "Sun 2024-11-03 01:30 EST" in body
+    assert '<span class="slot slot-fired">fired</span>' in body
+    assert "Sun 2024-11-03 01:15 EDT" in body and "catch-up" in body
+    assert f'href="/tasks/{UNKNOWN}/runs/{UNKNOWN}"' in body
+    assert "skipped" in body and "a run of this task was still active" in body
 
 
 # errors ------------------------------------------------------------------------------------

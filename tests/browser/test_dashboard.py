@@ -122,6 +122,34 @@ def test_the_task_page_switches_to_a_run_started_elsewhere(
     shoot(page, "switched-to-new-run")
 
 
+def test_schedule_from_the_task_page_then_pause_and_resume(
+    page: Page, client: httpx.Client, shoot: Shoot
+) -> None:
+    created = create_task(client, "echo scheduled\n", kind="sh", name="nightly")
+    wait_run(client, created["task_id"], created["run_id"])
+    page.goto(f"/tasks/{created['task_id']}")
+    card = page.locator("#schedule")
+    card.get_by_label("Cron expression").fill("0 2 * * *")
+    card.get_by_label("Time zone").fill("Europe/Paris")
+    card.get_by_label("While a run is still active").select_option("queue")
+    card.get_by_role("button", name="Schedule").click()
+    expect(card.locator(".times li")).to_have_count(5)
+    expect(card.locator(".times li").first).to_contain_text("02:00 CE")
+    shoot(page, "scheduled")
+
+    card.get_by_role("button", name="Pause").click()
+    expect(card.locator("#schedule-paused")).to_be_visible()
+    assert client.get(f"/task/{created['task_id']}/schedule").json()["enabled"] is False
+    card.get_by_role("button", name="Resume").click()
+    expect(card.locator("#schedule-pause")).to_be_visible()
+    saved = client.get(f"/task/{created['task_id']}/schedule").json()
+    assert (saved["enabled"], saved["overlap"], saved["timezone"]) == (
+        True,
+        "queue",
+        "Europe/Paris",
+    )
+
+
 def test_stop_a_run_from_its_page(page: Page, client: httpx.Client, shoot: Shoot) -> None:
     created = create_task(client, FOREVER, name="endless")
     page.goto(f"/tasks/{created['task_id']}")
