@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from quart import typing as quart_typing
 
 from taskdash import create_app
 from taskdash.config import load_settings
@@ -151,6 +152,17 @@ def async_client(server: LiveServer, **options: object) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=server.base_url, timeout=60, **options)  # type: ignore[arg-type]
 
 
+@pytest.fixture()
+async def in_process(
+    docker_engine: None, tmp_path: Path
+) -> AsyncIterator[tuple[quart_typing.TestAppProtocol, Services]]:
+    """The app served in this process (to reach its services), with its own data dir."""
+    settings = load_settings(data_dir=tmp_path / "data", instance_id=f"test-{uuid.uuid4().hex}")
+    app = create_app(settings)
+    async with app.test_app() as test_app:
+        yield test_app, app.extensions["taskdash"]
+
+
 # pure -------------------------------------------------------------------------------------------
 
 
@@ -281,23 +293,20 @@ async def test_keep_alives_while_a_run_is_quiet_then_end_when_it_is_stopped(
 
 
 async def test_with_no_run_yet_the_stream_waits_for_the_next_run(
-    docker_engine: None, tmp_path: Path
+    in_process: tuple[quart_typing.TestAppProtocol, Services],
 ) -> None:
     # The API always starts a first run, so a task without one is made in-process.
-    settings = load_settings(data_dir=tmp_path / "data", instance_id=f"test-{uuid.uuid4().hex}")
-    app = create_app(settings)
-    async with app.test_app() as test_app:
-        services: Services = app.extensions["taskdash"]
-        task = await Task.create(name="later", script_type=ScriptType.SHELL, script=b"echo later\n")
-        path = stream_path(str(task.id))
-        async with test_app.test_client().request(path) as connection, asyncio.timeout(60):
-            await connection.send_complete()
-            body = await connection.receive()
-            assert connection.status_code == 200
-            assert b"no run yet" in body
-            run = await services.runs.submit(task, Trigger.API)
-            while b"event: end" not in body:
-                body += await connection.receive()
+    test_app, services = in_process
+    task = await Task.create(name="later", script_type=ScriptType.SHELL, script=b"echo later\n")
+    path = stream_path(str(task.id))
+    async with test_app.test_client().request(path) as connection, asyncio.timeout(60):
+        await connection.send_complete()
+        body = await connection.receive()
+        assert connection.status_code == 200
+        assert b"no run yet" in body
+        run = await services.runs.submit(task, Trigger.API)
+        while b"event: end" not in body:
+            body += await connection.receive()
     stream = Stream()
     await read_stream(iterate(body.decode().splitlines()), stream, lambda _s: False)
     assert stream.lines() == [(1, "later")]
@@ -551,34 +560,32 @@ def test_task_page_stream_refuses_a_run_of_another_task(client: httpx.Client) ->
 
 
 async def test_task_list_feed_sends_only_latest_runs_and_asks_for_a_refresh_after_a_burst(
-    docker_engine: None, tmp_path: Path
+    in_process: tuple[quart_typing.TestAppProtocol, Services],
 ) -> None:
-    settings = load_settings(data_dir=tmp_path / "data", instance_id=f"test-{uuid.uuid4().hex}")
-    app = create_app(settings)
-    async with app.test_app() as test_app:
-        hub = app.extensions["taskdash"].hub
-        task = await Task.create(name="busy", script_type=ScriptType.SHELL, script=b"true\n")
-        older, latest = uuid.uuid4(), uuid.uuid4()
-        await Task.filter(id=task.id).update(last_run_id=latest)
-        async with test_app.test_client().request("/ui/events") as connection, asyncio.timeout(30):
-            await connection.send_complete()
-            body = await connection.receive()
-            assert b": connected" in body
-            hub.publish_status(older, task.id, "succeeded")  # an older run: not the badge
-            hub.publish_status(latest, task.id, "running")
-            while b"running" not in body:
-                body += await connection.receive()
-            # A burst larger than a follower's buffer, as 10,000 scheduled runs make.
-            for _ in range(SUBSCRIBER_BUFFER + 100):
-                hub.publish_status(older, task.id, "queued")
-            hub.publish_status(latest, task.id, "failed")  # lost in the burst
-            while b"event: refresh" not in body:
-                body += await connection.receive()
-            # Subscribed again: the next change comes through.
-            hub.publish_status(latest, task.id, "succeeded")
-            while b"succeeded" not in body:
-                body += await connection.receive()
-            await connection.disconnect()  # the feed never ends by itself
+    test_app, services = in_process
+    hub = services.hub
+    task = await Task.create(name="busy", script_type=ScriptType.SHELL, script=b"true\n")
+    older, latest = uuid.uuid4(), uuid.uuid4()
+    await Task.filter(id=task.id).update(last_run_id=latest)
+    async with test_app.test_client().request("/ui/events") as connection, asyncio.timeout(30):
+        await connection.send_complete()
+        body = await connection.receive()
+        assert b": connected" in body
+        hub.publish_status(older, task.id, "succeeded")  # an older run: not the badge
+        hub.publish_status(latest, task.id, "running")
+        while b"running" not in body:
+            body += await connection.receive()
+        # A burst larger than a follower's buffer, as 10,000 scheduled runs make.
+        for _ in range(SUBSCRIBER_BUFFER + 100):
+            hub.publish_status(older, task.id, "queued")
+        hub.publish_status(latest, task.id, "failed")  # lost in the burst
+        while b"event: refresh" not in body:
+            body += await connection.receive()
+        # Subscribed again: the next change comes through.
+        hub.publish_status(latest, task.id, "succeeded")
+        while b"succeeded" not in body:
+            body += await connection.receive()
+        await connection.disconnect()  # the feed never ends by itself
     stream = Stream()
     await read_stream(iterate(body.decode().splitlines()), stream, lambda _s: False)
     badges = [(e.event, e.data) for e in stream.events]
