@@ -303,7 +303,11 @@ class Statements:
         """The task's latest-run pointer; `updated_at` is filled in at the due second."""
         if decision.run_id is None:
             return None
-        return self.pointers.params([decision.run_id, None, decision.task_id])
+        pointers = self.pointers
+        row: list[Any] = [None] * len(pointers.names)
+        row[pointers.position("last_run_id")] = pointers.values.of("last_run_id", decision.run_id)
+        row[pointers.position("id")] = pointers.values.of("id", decision.task_id)
+        return row
 
     def run(self, decision: Decision, image: str) -> list[Any] | None:
         if decision.run_id is None:
