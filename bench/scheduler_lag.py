@@ -29,12 +29,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
-from taskdash.config import Settings, load_settings
-from taskdash.db import close_database, open_database
-from taskdash.docker_runner import DockerRunner
-from taskdash.due_plan import Decision, DuePlan
-from taskdash.logs import LogHub
-from taskdash.models import (
+from taskdash.core.config import Settings, load_settings
+from taskdash.core.db import close_database, open_database
+from taskdash.core.models import (
     ACTIVE_STATUSES,
     Run,
     Schedule,
@@ -42,8 +39,11 @@ from taskdash.models import (
     Task,
     utcnow,
 )
-from taskdash.runs import RunManager
-from taskdash.scheduler import Scheduler
+from taskdash.engine.docker import DockerRunner
+from taskdash.engine.runs import RunManager
+from taskdash.logs.hub import LogHub
+from taskdash.scheduling.plan import Decision, DuePlan
+from taskdash.scheduling.scheduler import Scheduler
 
 MIXED_EXPRESSIONS = [f"{m} * * * *" for m in range(0, 60, 5)] + [
     "* * * * *",

@@ -9,13 +9,13 @@ from quart import Quart, Response, jsonify, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from taskdash.config import Settings, load_settings
-from taskdash.db import close_database, open_database
-from taskdash.docker_runner import DockerRunner
-from taskdash.errors import TaskdashError
-from taskdash.logs import LogHub
-from taskdash.runs import RunManager
-from taskdash.scheduler import Scheduler
+from taskdash.core.config import Settings, load_settings
+from taskdash.core.db import close_database, open_database
+from taskdash.core.errors import TaskdashError
+from taskdash.engine.docker import DockerRunner
+from taskdash.engine.runs import RunManager
+from taskdash.logs.hub import LogHub
+from taskdash.scheduling.scheduler import Scheduler
 from taskdash.services import Services
 
 log = logging.getLogger("taskdash")
@@ -35,10 +35,10 @@ def create_app(settings: Settings | None = None) -> Quart:
         scalar_ui_path=None,
         info={"title": "taskdash", "version": "1.0"},
     )
-    from taskdash.api import api
-    from taskdash.pages import pages
-    from taskdash.schedule_api import schedules
-    from taskdash.streams import streams
+    from taskdash.web.api import api
+    from taskdash.web.pages import pages
+    from taskdash.web.schedules import schedules
+    from taskdash.web.streams import streams
 
     # Registration order matters only for `GET /<task_id>`, which must come after the pages.
     app.register_blueprint(pages)
@@ -68,7 +68,7 @@ def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(TaskdashError)
     async def handle_taskdash_error(error: TaskdashError) -> Response:
         if request.blueprint == "pages":
-            from taskdash.pages import render_error_page
+            from taskdash.web.pages import render_error_page
 
             return await render_error_page(error)
         return error_response(error)
@@ -101,7 +101,7 @@ def register_error_handlers(app: Quart) -> None:
         problem = TaskdashError(message, code=code, status=status)
         if request.blueprint is None and browser_asks():
             # No route matched, and a person typed or followed the URL: answer a page.
-            from taskdash.pages import render_error_page
+            from taskdash.web.pages import render_error_page
 
             return await render_error_page(problem)
         return error_response(problem)

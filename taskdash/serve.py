@@ -17,7 +17,7 @@ from hypercorn.config import Config
 from quart import Quart
 
 from taskdash import create_app
-from taskdash.config import ConfigError, load_settings
+from taskdash.core.config import ConfigError, load_settings
 from taskdash.services import Services
 
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from quart import current_app
 from tortoise.context import TortoiseContext
 
-from taskdash.config import Settings
-from taskdash.docker_runner import DockerRunner
-from taskdash.logs import LogHub
-from taskdash.runs import RunManager
-from taskdash.scheduler import Scheduler
+from taskdash.core.config import Settings
+from taskdash.engine.docker import DockerRunner
+from taskdash.engine.runs import RunManager
+from taskdash.logs.hub import LogHub
+from taskdash.scheduling.scheduler import Scheduler
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskdash.ansi import ansi_to_html, strip_ansi
+from taskdash.logs.ansi import ansi_to_html, strip_ansi
 
 ESC = "\x1b"
 

@@ -7,7 +7,8 @@ from itertools import pairwise
 
 import pytest
 
-from taskdash.cron import (
+from taskdash.core.errors import BadRequest
+from taskdash.scheduling.cron import (
     due_slots,
     fire_times,
     next_fire_time,
@@ -15,7 +16,6 @@ from taskdash.cron import (
     parse_cron,
     parse_timezone,
 )
-from taskdash.errors import BadRequest
 
 
 def utc(*args: int) -> datetime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from taskdash.config import Settings
+from taskdash.core.config import Settings
 from tests.support import REPO
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from taskdash.logs import SUBSCRIBER_BUFFER, LogEvent, LogHub, SubscriptionDropped, split_lines
+from taskdash.logs.hub import SUBSCRIBER_BUFFER, LogEvent, LogHub, SubscriptionDropped, split_lines
 
 
 @pytest.fixture()

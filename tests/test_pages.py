@@ -11,7 +11,7 @@ import pytest
 from quart import render_template, render_template_string
 
 from taskdash import create_app
-from taskdash.config import load_settings
+from taskdash.core.config import load_settings
 from tests.support import LiveServer, create_task, wait_for, wait_run
 
 HTMX = {"HX-Request": "true"}

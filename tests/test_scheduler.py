@@ -15,12 +15,10 @@ from uuid import UUID
 import pytest
 from tortoise.exceptions import IntegrityError
 
-from taskdash.config import Settings, load_settings
-from taskdash.db import close_database, open_database
-from taskdash.due_plan import DuePlan
-from taskdash.errors import BadRequest, Conflict, NotFound
-from taskdash.logs import LogHub
-from taskdash.models import (
+from taskdash.core.config import Settings, load_settings
+from taskdash.core.db import close_database, open_database
+from taskdash.core.errors import BadRequest, Conflict, NotFound
+from taskdash.core.models import (
     OverlapPolicy,
     Run,
     RunStatus,
@@ -31,7 +29,9 @@ from taskdash.models import (
     Task,
     Trigger,
 )
-from taskdash.scheduler import Scheduler, record_batch
+from taskdash.logs.hub import LogHub
+from taskdash.scheduling.plan import DuePlan
+from taskdash.scheduling.scheduler import Scheduler, record_batch
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -86,7 +86,7 @@ async def settings(tmp_path: Path) -> AsyncIterator[Settings]:
 @pytest.fixture()
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock(T0 - timedelta(seconds=30))
-    monkeypatch.setattr("taskdash.scheduler.utcnow", clock)
+    monkeypatch.setattr("taskdash.scheduling.scheduler.utcnow", clock)
     return clock
 
 

@@ -16,11 +16,11 @@ import pytest
 from quart import typing as quart_typing
 
 from taskdash import create_app
-from taskdash.config import load_settings
-from taskdash.logs import SUBSCRIBER_BUFFER
-from taskdash.models import ScriptType, Task, Trigger
+from taskdash.core.config import load_settings
+from taskdash.core.models import ScriptType, Task, Trigger
+from taskdash.logs.hub import SUBSCRIBER_BUFFER
 from taskdash.services import Services
-from taskdash.streams import sse_event
+from taskdash.web.streams import sse_event
 from tests.support import LiveServer, create_task, logs, wait_for, wait_run
 
 # Prints `count` numbered lines, one every `pause` seconds, after `delay` seconds.

@@ -6,14 +6,12 @@ import asyncio
 
 import pytest
 
-from taskdash.config import ConfigError, load_settings
-from taskdash.docker_runner import container_config
-from taskdash.errors import BadRequest, PayloadTooLarge
-from taskdash.forms import parse_bool, parse_env, parse_number, parse_page, read_script
-from taskdash.logs import MAX_LINE_CHARS, split_lines
-from taskdash.models import RunStatus, ScriptType
-from taskdash.runs import FifoLimiter, exit_reason, final_status
-from taskdash.specs import (
+from taskdash.core.config import ConfigError, load_settings
+from taskdash.core.errors import BadRequest, PayloadTooLarge
+from taskdash.core.models import RunStatus, ScriptType
+from taskdash.engine.docker import container_config
+from taskdash.engine.runs import FifoLimiter, exit_reason, final_status
+from taskdash.engine.spec import (
     Limits,
     build_spec,
     pip_command,
@@ -21,6 +19,8 @@ from taskdash.specs import (
     run_spec,
     script_command,
 )
+from taskdash.logs.hub import MAX_LINE_CHARS, split_lines
+from taskdash.web.forms import parse_bool, parse_env, parse_number, parse_page, read_script
 
 
 def test_run_spec_is_hardened() -> None:

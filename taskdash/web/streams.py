@@ -32,13 +32,13 @@ from jinja2 import TemplateError
 from markupsafe import escape
 from quart import Blueprint, Quart, Response, current_app, render_template_string, request
 
-from taskdash.ansi import ansi_to_html
-from taskdash.errors import BadRequest
-from taskdash.forms import parse_number, parse_uuid
-from taskdash.logs import LogEvent, LogHub, Subscription, SubscriptionDropped
-from taskdash.models import Run, RunStatus, Task
+from taskdash.core.errors import BadRequest
+from taskdash.core.models import Run, RunStatus, Task
+from taskdash.logs.ansi import ansi_to_html
+from taskdash.logs.hub import LogEvent, LogHub, Subscription, SubscriptionDropped
+from taskdash.operations.tasks import get_run, get_task, latest_run
 from taskdash.services import services
-from taskdash.tasks import get_run, get_task, latest_run
+from taskdash.web.forms import parse_number, parse_uuid
 
 log = logging.getLogger(__name__)
 

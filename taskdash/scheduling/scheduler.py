@@ -26,13 +26,10 @@ from pydantic import BaseModel
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from taskdash.bulk import BulkUpdate
-from taskdash.config import Settings
-from taskdash.cron import CronSpec, next_fire_time, next_fire_times, parse_cron, parse_timezone
-from taskdash.due_plan import Batch, Decision, DuePlan, plan_due
-from taskdash.errors import Conflict, NotFound
-from taskdash.logs import LogHub, SubscriptionDropped
-from taskdash.models import (
+from taskdash.core.bulk import BulkUpdate
+from taskdash.core.config import Settings
+from taskdash.core.errors import Conflict, NotFound
+from taskdash.core.models import (
     ACTIVE_STATUSES,
     OverlapPolicy,
     Run,
@@ -44,6 +41,15 @@ from taskdash.models import (
     Trigger,
     utcnow,
 )
+from taskdash.logs.hub import LogHub, SubscriptionDropped
+from taskdash.scheduling.cron import (
+    CronSpec,
+    next_fire_time,
+    next_fire_times,
+    parse_cron,
+    parse_timezone,
+)
+from taskdash.scheduling.plan import Batch, Decision, DuePlan, plan_due
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,22 @@ from quart_schema import (
 )
 from tortoise import connections
 
-from taskdash.errors import Conflict, TaskdashError, UnsupportedMediaType
-from taskdash.forms import parse_new_task, parse_page, parse_uuid
-from taskdash.models import Run, ScriptType, Task, Trigger
-from taskdash.runs import task_limits
-from taskdash.schemas import (
+from taskdash.core.errors import Conflict, TaskdashError, UnsupportedMediaType
+from taskdash.core.models import Run, ScriptType, Task, Trigger
+from taskdash.engine.runs import task_limits
+from taskdash.operations.tasks import (
+    active_run,
+    create_task,
+    delete_task,
+    get_run,
+    get_task,
+    latest_run,
+    list_runs,
+    list_tasks,
+)
+from taskdash.services import services
+from taskdash.web.forms import parse_new_task, parse_page, parse_uuid
+from taskdash.web.schemas import (
     DockerInfoOut,
     ErrorOut,
     HealthOut,
@@ -30,17 +41,6 @@ from taskdash.schemas import (
     TaskCreateForm,
     TaskDetailOut,
     TaskOut,
-)
-from taskdash.services import services
-from taskdash.tasks import (
-    active_run,
-    create_task,
-    delete_task,
-    get_run,
-    get_task,
-    latest_run,
-    list_runs,
-    list_tasks,
 )
 
 api = Blueprint("api", __name__)

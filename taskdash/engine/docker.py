@@ -12,7 +12,7 @@ from typing import Any
 import aiodocker
 from aiodocker.exceptions import DockerError
 
-from taskdash.errors import EngineError, NotFound
+from taskdash.core.errors import EngineError, NotFound
 
 LABEL_PREFIX = "taskdash."
 JOB_DIR = "/job"

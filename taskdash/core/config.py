@@ -103,7 +103,7 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
         "connections": {"default": settings.database},
         "apps": {
             "taskdash": {
-                "models": ["taskdash.models"],
+                "models": ["taskdash.core.models"],
                 "default_connection": "default",
                 "migrations": "migrations",
             }

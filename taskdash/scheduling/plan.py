@@ -19,9 +19,8 @@ from typing import Any
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
-from taskdash.bulk import BulkInsert, BulkUpdate
-from taskdash.cron import CronSpec, DueSlots, due_slots, next_fire_time, parse_cron
-from taskdash.models import (
+from taskdash.core.bulk import BulkInsert, BulkUpdate
+from taskdash.core.models import (
     OverlapPolicy,
     Run,
     RunStatus,
@@ -32,6 +31,7 @@ from taskdash.models import (
     Task,
     Trigger,
 )
+from taskdash.scheduling.cron import CronSpec, DueSlots, due_slots, next_fire_time, parse_cron
 
 # A slot decided later than this after it was due counts as a catch-up (the loop was stalled).
 LATE_AFTER = timedelta(seconds=60)

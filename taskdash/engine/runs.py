@@ -11,12 +11,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from taskdash.config import Settings
-from taskdash.deps import BuildFailed, DepsBuilder
-from taskdash.docker_runner import JOB_DIR, LABEL_PREFIX, DockerRunner, tar_single_file
-from taskdash.errors import Conflict, TaskdashError
-from taskdash.logs import LogHub, LogWriter, split_lines
-from taskdash.models import (
+from taskdash.core.config import Settings
+from taskdash.core.errors import Conflict, TaskdashError
+from taskdash.core.models import (
     ACTIVE_STATUSES,
     Run,
     RunStatus,
@@ -25,7 +22,10 @@ from taskdash.models import (
     Trigger,
     utcnow,
 )
-from taskdash.specs import Limits, run_labels, run_spec, script_filename
+from taskdash.engine.deps import BuildFailed, DepsBuilder
+from taskdash.engine.docker import JOB_DIR, LABEL_PREFIX, DockerRunner, tar_single_file
+from taskdash.engine.spec import Limits, run_labels, run_spec, script_filename
+from taskdash.logs.hub import LogHub, LogWriter, split_lines
 
 log = logging.getLogger(__name__)
 

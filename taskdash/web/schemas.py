@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from taskdash.models import Run, RunStatus, ScriptType, Task, Trigger
+from taskdash.core.models import Run, RunStatus, ScriptType, Task, Trigger
 
 
 class ErrorBody(BaseModel):

@@ -3,6 +3,6 @@
 .venv/bin/tortoise -c taskdash.orm_config.TORTOISE_ORM makemigrations --name what_changed
 """
 
-from taskdash.config import load_settings, tortoise_config
+from taskdash.core.config import load_settings, tortoise_config
 
 TORTOISE_ORM = tortoise_config(load_settings())

@@ -6,9 +6,9 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from taskdash.config import MIB, Settings
-from taskdash.docker_runner import JOB_DIR, LABEL_PREFIX, BindMount, ContainerSpec
-from taskdash.models import ScriptType
+from taskdash.core.config import MIB, Settings
+from taskdash.core.models import ScriptType
+from taskdash.engine.docker import JOB_DIR, LABEL_PREFIX, BindMount, ContainerSpec
 
 PYTHON_SCRIPT = "main.py"
 SHELL_SCRIPT = "script.sh"

@@ -7,12 +7,12 @@ from uuid import UUID
 
 from tortoise.transactions import in_transaction
 
-from taskdash.errors import NotFound
-from taskdash.forms import NewTask
-from taskdash.logs import LogHub
-from taskdash.models import ACTIVE_STATUSES, Run, Schedule, Task, Trigger, utcnow
-from taskdash.runs import RunManager
-from taskdash.scheduler import Scheduler
+from taskdash.core.errors import NotFound
+from taskdash.core.models import ACTIVE_STATUSES, Run, Schedule, Task, Trigger, utcnow
+from taskdash.engine.runs import RunManager
+from taskdash.logs.hub import LogHub
+from taskdash.scheduling.scheduler import Scheduler
+from taskdash.web.forms import NewTask
 
 
 @dataclass(frozen=True)

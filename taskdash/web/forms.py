@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from taskdash.errors import BadRequest, PayloadTooLarge
-from taskdash.models import ScriptType
+from taskdash.core.errors import BadRequest, PayloadTooLarge
+from taskdash.core.models import ScriptType
 
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}

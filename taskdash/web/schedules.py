@@ -11,13 +11,13 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import DataSource, document_request, document_response
 
-from taskdash.errors import BadRequest, ServiceUnavailable, UnsupportedMediaType
-from taskdash.forms import parse_bool, parse_uuid
-from taskdash.models import OverlapPolicy
-from taskdash.scheduler import ScheduleOut, Scheduler
-from taskdash.schemas import ErrorOut, MessageOut
+from taskdash.core.errors import BadRequest, ServiceUnavailable, UnsupportedMediaType
+from taskdash.core.models import OverlapPolicy
+from taskdash.operations.tasks import get_task
+from taskdash.scheduling.scheduler import ScheduleOut, Scheduler
 from taskdash.services import services
-from taskdash.tasks import get_task
+from taskdash.web.forms import parse_bool, parse_uuid
+from taskdash.web.schemas import ErrorOut, MessageOut
 
 schedules = Blueprint("schedules", __name__)
 

@@ -7,7 +7,7 @@ from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
 
-from taskdash.config import Settings, tortoise_config
+from taskdash.core.config import Settings, tortoise_config
 
 
 async def open_database(settings: Settings) -> TortoiseContext:

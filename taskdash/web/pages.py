@@ -17,20 +17,25 @@ from markupsafe import Markup
 from quart import Blueprint, Response, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from taskdash.ansi import ansi_to_html
-from taskdash.errors import (
+from taskdash.core.errors import (
     BadRequest,
     Conflict,
     PayloadTooLarge,
     ServiceUnavailable,
     TaskdashError,
 )
-from taskdash.forms import parse_new_task, parse_uuid
-from taskdash.logs import LogHub
-from taskdash.models import ACTIVE_STATUSES, OverlapPolicy, Run, Schedule, ScriptType, Task, Trigger
-from taskdash.schedule_api import parse_change
-from taskdash.services import services
-from taskdash.tasks import (
+from taskdash.core.models import (
+    ACTIVE_STATUSES,
+    OverlapPolicy,
+    Run,
+    Schedule,
+    ScriptType,
+    Task,
+    Trigger,
+)
+from taskdash.logs.ansi import ansi_to_html
+from taskdash.logs.hub import LogHub
+from taskdash.operations.tasks import (
     TaskRow,
     active_run,
     create_task,
@@ -42,6 +47,9 @@ from taskdash.tasks import (
     list_tasks,
     rows_for,
 )
+from taskdash.services import services
+from taskdash.web.forms import parse_new_task, parse_uuid
+from taskdash.web.schedules import parse_change
 
 pages = Blueprint("pages", __name__)
 

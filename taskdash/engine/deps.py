@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from taskdash.config import Settings
-from taskdash.docker_runner import JOB_DIR, DockerRunner, tar_single_file
-from taskdash.errors import TaskdashError
-from taskdash.logs import split_lines
-from taskdash.specs import DEPS_DIR, DEPS_REPOSITORY, build_spec, requirements_key
+from taskdash.core.config import Settings
+from taskdash.core.errors import TaskdashError
+from taskdash.engine.docker import JOB_DIR, DockerRunner, tar_single_file
+from taskdash.engine.spec import DEPS_DIR, DEPS_REPOSITORY, build_spec, requirements_key
+from taskdash.logs.hub import split_lines
 
 
 class BuildFailed(TaskdashError):

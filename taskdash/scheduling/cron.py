@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from taskdash.errors import BadRequest
+from taskdash.core.errors import BadRequest
 
 MACROS = {
     "@yearly": "0 0 1 1 *",
