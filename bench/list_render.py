@@ -21,9 +21,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from taskdash import create_app
+from taskdash.core.clock import utcnow
 from taskdash.core.config import load_settings
 from taskdash.core.db import close_database, open_database
-from taskdash.core.models import Run, RunStatus, Schedule, ScriptType, Task, Trigger, utcnow
+from taskdash.core.models import Run, RunStatus, Schedule, ScriptType, Task, Trigger
 
 RUNS_PER_TASK = 3
 BUDGET_MS = 50.0

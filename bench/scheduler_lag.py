@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
+from taskdash.core.clock import utcnow
 from taskdash.core.config import Settings, load_settings
 from taskdash.core.db import close_database, open_database
 from taskdash.core.models import (
@@ -37,12 +38,13 @@ from taskdash.core.models import (
     Schedule,
     ScriptType,
     Task,
-    utcnow,
 )
-from taskdash.engine.docker import DockerRunner
+from taskdash.engine.docker import DockerEngine
 from taskdash.engine.runs import RunManager
 from taskdash.logs.hub import LogHub
-from taskdash.scheduling.plan import Decision, DuePlan
+from taskdash.logs.store import LogStore
+from taskdash.scheduling.decide import Decision
+from taskdash.scheduling.plan import DuePlan
 from taskdash.scheduling.scheduler import Scheduler
 
 MIXED_EXPRESSIONS = [f"{m} * * * *" for m in range(0, 60, 5)] + [
@@ -94,20 +96,17 @@ class TimingLauncher:
         self.expected = expected
         self.done = asyncio.Event()
 
-    def launch(self, run_id: UUID, task_id: UUID, *, script: bytes | None = None) -> None:
+    def execute(self, run_id: UUID, task_id: UUID, *, script: bytes | None = None) -> None:
         self.launched_at[run_id] = datetime.now(UTC)
         if len(self.launched_at) >= self.expected:
             self.done.set()
-
-    def image_of(self, task: Task) -> str:
-        return task.image or self.settings.image_for(task.script_type.value)
 
 
 class MeasuredScheduler(Scheduler):
     """Keeps what each real `fire_due` step decided, with its commit time."""
 
     def __init__(self, settings: Settings, launcher: TimingLauncher) -> None:
-        super().__init__(settings, launcher)
+        super().__init__(settings, launcher, launcher.hub)
         self.decisions: list[Decision] = []
         self.all_decided = asyncio.Event()
         self.expected = launcher.expected
@@ -152,11 +151,11 @@ async def decision_lags(count: int, distinct: bool, ahead: bool) -> Lags:
             lead = LEAD + timedelta(seconds=count / (1000 if distinct else 4000))
             due = (utcnow() + lead).replace(microsecond=0)
             await add_schedules(count, due, distinct)
-            hub = LogHub(settings.logs_dir, settings.log_max_bytes)
+            hub = LogHub()
             launcher = TimingLauncher(settings, hub, count)
             scheduler = MeasuredScheduler(settings, launcher)
             if ahead:
-                await scheduler.start()
+                await scheduler.open()
                 try:
                     await asyncio.wait_for(scheduler.all_decided.wait(), 120)
                 finally:
@@ -193,15 +192,18 @@ async def container_lags(count: int) -> tuple[list[float], float, int]:
     with tempfile.TemporaryDirectory() as folder:
         settings = load_settings(data_dir=Path(folder) / "data", instance_id=f"bench-{time.time()}")
         database = await open_database(settings)
-        runner = DockerRunner(settings.docker_url)
-        await runner.open()
-        runs = RunManager(settings, runner, LogHub(settings.logs_dir, settings.log_max_bytes))
-        scheduler = Scheduler(settings, runs)
+        engine = DockerEngine(settings.docker_url)
+        await engine.open()
+        hub = LogHub()
+        runs = RunManager(
+            settings, engine, LogStore(settings.logs_dir, settings.log_max_bytes, hub)
+        )
+        scheduler = Scheduler(settings, runs, hub)
         try:
-            await runs.start()
+            await runs.open()
             due = (utcnow() + LEAD).replace(microsecond=0)
             await add_schedules(count, due, distinct=False)
-            await scheduler.start()
+            await scheduler.open()
             await all_finished(due, count)
             finished = await Run.filter(scheduled_for=due).order_by("started_at")
             starts = [started_at(run) for run in finished]
@@ -212,7 +214,7 @@ async def container_lags(count: int) -> tuple[list[float], float, int]:
         finally:
             await scheduler.close()
             await runs.close()
-            await runner.close()
+            await engine.close()
             await close_database(database)
 
 

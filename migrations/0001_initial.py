@@ -2,7 +2,8 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-from taskdash.core.models import OverlapPolicy, RunStatus, ScriptType, Trigger, utcnow
+from taskdash.core.clock import utcnow
+from taskdash.core.models import OverlapPolicy, RunStatus, ScriptType, Trigger
 from tortoise.fields.base import OnDelete
 from uuid import uuid4
 from tortoise import fields

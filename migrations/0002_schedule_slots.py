@@ -1,6 +1,7 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
-from taskdash.core.models import SlotOutcome, utcnow
+from taskdash.core.clock import utcnow
+from taskdash.core.models import SlotOutcome
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 from tortoise.indexes import Index

@@ -32,7 +32,7 @@ step() {
 }
 step "ruff check" .venv/bin/ruff check "${PATHS[@]}"
 step "ruff format" .venv/bin/ruff format --check "${PATHS[@]}"
-step mypy .venv/bin/mypy taskdash
+step mypy .venv/bin/mypy
 if [ "$what" = all ]; then
     step pytest .venv/bin/python -m pytest -q "$@"
 fi

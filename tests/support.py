@@ -181,11 +181,13 @@ def wait_run(
 ) -> dict[str, Any]:
     """Poll until the run reaches one of `status` (any terminal state by default)."""
     wanted = status or TERMINAL
+
+    def reached() -> dict[str, Any]:
+        run = get_run(client, task_id, run_id)
+        return run if run["status"] in wanted else {}
+
     return wait_for(
-        lambda: run if (run := get_run(client, task_id, run_id))["status"] in wanted else None,
-        timeout=timeout,
-        interval=0.1,
-        what=f"run {run_id} to reach {sorted(wanted)}",
+        reached, timeout=timeout, interval=0.1, what=f"run {run_id} to reach {sorted(wanted)}"
     )
 
 

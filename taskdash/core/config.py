@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,7 +83,10 @@ class Settings(BaseSettings):
             return self.instance_id
         return hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
 
-    def image_for(self, script_type: Literal["python", "shell"]) -> str:
+    def image_for(self, script_type: str, custom: str | None = None) -> str:
+        """The image a run uses: the task's own, else the default for its script type."""
+        if custom:
+            return custom
         return self.python_image if script_type == "python" else self.shell_image
 
 
@@ -96,18 +99,3 @@ def load_settings(**overrides: Any) -> Settings:
             f"TASKDASH_{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
-
-
-def tortoise_config(settings: Settings) -> dict[str, Any]:
-    return {
-        "connections": {"default": settings.database},
-        "apps": {
-            "taskdash": {
-                "models": ["taskdash.core.models"],
-                "default_connection": "default",
-                "migrations": "migrations",
-            }
-        },
-        "use_tz": True,
-        "timezone": "UTC",
-    }

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import Tortoise
 from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
 
-from taskdash.core.config import Settings, tortoise_config
+from taskdash.core.config import Settings
+
+
+def tortoise_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "connections": {"default": settings.database},
+        "apps": {
+            "taskdash": {
+                "models": ["taskdash.core.models"],
+                "default_connection": "default",
+                "migrations": "migrations",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
 
 
 async def open_database(settings: Settings) -> TortoiseContext:

@@ -1,4 +1,5 @@
-"""The error hierarchy, and the one place where errors become HTTP responses."""
+"""The error hierarchy: each error carries its HTTP status and a stable code (web/errors.py
+turns them into responses)."""
 
 from __future__ import annotations
 

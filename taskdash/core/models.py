@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
 
-
-def utcnow() -> datetime:
-    """The one clock seam: everything that stores or compares a time asks here."""
-    return datetime.now(UTC)
+from taskdash.core.clock import utcnow
 
 
 class ScriptType(StrEnum):

@@ -7,9 +7,16 @@ from collections.abc import Callable, Mapping
 
 from taskdash.core.config import Settings
 from taskdash.core.errors import TaskdashError
-from taskdash.engine.docker import JOB_DIR, DockerRunner, tar_single_file
-from taskdash.engine.spec import DEPS_DIR, DEPS_REPOSITORY, build_spec, requirements_key
-from taskdash.logs.hub import split_lines
+from taskdash.engine.docker import DockerEngine
+from taskdash.engine.spec import (
+    DEPS_DIR,
+    DEPS_REPOSITORY,
+    JOB_DIR,
+    build_spec,
+    requirements_key,
+    tar_single_file,
+)
+from taskdash.logs.lines import split_lines
 
 
 class BuildFailed(TaskdashError):
@@ -21,9 +28,9 @@ class BuildFailed(TaskdashError):
 
 
 class DepsBuilder:
-    def __init__(self, settings: Settings, runner: DockerRunner) -> None:
+    def __init__(self, settings: Settings, engine: DockerEngine) -> None:
         self.settings = settings
-        self.runner = runner
+        self.engine = engine
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def image_for(
@@ -36,14 +43,14 @@ class DepsBuilder:
         on_container: Callable[[str], None],
     ) -> str:
         """The tag of an image with `requirements` installed in /deps, building it if needed."""
-        base = await self.runner.image_info(base_image)
+        base = await self.engine.image_info(base_image)
         if base is None:
             # Let container creation report the missing image in its usual words.
             return base_image
         key = requirements_key(str(base["Id"]), requirements)
         tag = f"{DEPS_REPOSITORY}:{key}"
         async with self._locks.setdefault(key, asyncio.Lock()):
-            if await self.runner.image_info(tag) is not None:
+            if await self.engine.image_info(tag) is not None:
                 write([f"[taskdash] requirements: reusing cached environment {tag}"])
                 return tag
             write([f"[taskdash] requirements: installing into {tag}"])
@@ -61,28 +68,28 @@ class DepsBuilder:
         on_container: Callable[[str], None],
     ) -> None:
         spec = build_spec(self.settings, image=base_image, labels=labels)
-        container_id = await self.runner.create(spec)
+        container_id = await self.engine.create(spec)
         on_container(container_id)
         try:
             archive = tar_single_file(
                 "requirements.txt", requirements.encode(), uid=0, gid=0, mode=0o644
             )
-            await self.runner.put_file(container_id, JOB_DIR, archive)
-            await self.runner.start(container_id)
+            await self.engine.put_file(container_id, JOB_DIR, archive)
+            await self.engine.start(container_id)
             try:
                 exit_code = await asyncio.wait_for(
                     self._stream_until_exit(container_id, write),
                     self.settings.build_timeout_seconds,
                 )
             except TimeoutError:
-                await self.runner.kill(container_id)
+                await self.engine.kill(container_id)
                 write(["[taskdash] requirements: installing timed out"])
                 raise BuildFailed("installing requirements timed out", exit_code=-1) from None
             if exit_code != 0:
                 write([f"[taskdash] requirements: pip failed with exit code {exit_code}"])
                 raise BuildFailed("installing requirements failed", exit_code=exit_code)
             repository, _, key = tag.partition(":")
-            await self.runner.commit(
+            await self.engine.commit(
                 container_id,
                 repository,
                 key,
@@ -92,15 +99,15 @@ class DepsBuilder:
                 ],
             )
         finally:
-            await self.runner.remove(container_id)
+            await self.engine.remove(container_id)
 
     async def _stream_until_exit(
         self, container_id: str, write: Callable[[list[str]], None]
     ) -> int:
         pending = ""
-        async for chunk in self.runner.follow_output(container_id):
+        async for chunk in self.engine.follow_output(container_id):
             lines, pending = split_lines(pending, chunk)
             write(lines)
         if pending:
             write([pending])
-        return await self.runner.wait(container_id)
+        return await self.engine.wait(container_id)

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import tarfile
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
 
 from taskdash.core.errors import EngineError, NotFound
-
-LABEL_PREFIX = "taskdash."
-JOB_DIR = "/job"
+from taskdash.engine.spec import ContainerSpec, container_config
 
 
 class ImageNotFound(NotFound):
@@ -24,87 +20,6 @@ class ImageNotFound(NotFound):
 
 class ContainerGone(NotFound):
     code = "container_gone"
-
-
-@dataclass(frozen=True)
-class BindMount:
-    source: str
-    target: str
-    read_only: bool = True
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything needed to create one container; `container_config` turns it into API JSON."""
-
-    image: str
-    command: Sequence[str]
-    labels: Mapping[str, str]
-    env: Mapping[str, str] = field(default_factory=dict)
-    user: str = "1000:1000"
-    network: str = "none"
-    memory_bytes: int = 512 * 1024 * 1024
-    nano_cpus: int = 1_000_000_000
-    pids_limit: int = 256
-    tmpfs_mb: int = 64
-    read_only_root: bool = True
-    job_volume: bool = True
-    binds: Sequence[BindMount] = ()
-    cap_add: Sequence[str] = ()
-    log_max_bytes: int = 20 * 1024 * 1024
-    working_dir: str = "/tmp"
-
-
-def container_config(spec: ContainerSpec) -> dict[str, Any]:
-    """Pure: the Engine API body for a hardened container built from `spec`."""
-    host_config: dict[str, Any] = {
-        "NetworkMode": spec.network,
-        "ReadonlyRootfs": spec.read_only_root,
-        "CapDrop": ["ALL"],
-        "CapAdd": list(spec.cap_add),
-        "SecurityOpt": ["no-new-privileges"],
-        "Memory": spec.memory_bytes,
-        "MemorySwap": spec.memory_bytes,
-        "NanoCpus": spec.nano_cpus,
-        "PidsLimit": spec.pids_limit,
-        "Tmpfs": (
-            {"/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_mb}m,mode=1777"} if spec.tmpfs_mb else {}
-        ),
-        "LogConfig": {
-            "Type": "json-file",
-            "Config": {"max-size": str(spec.log_max_bytes), "max-file": "1"},
-        },
-        "Binds": [f"{b.source}:{b.target}:{'ro' if b.read_only else 'rw'}" for b in spec.binds],
-        "Init": True,
-    }
-    config: dict[str, Any] = {
-        "Image": spec.image,
-        "Cmd": list(spec.command),
-        "Labels": dict(spec.labels),
-        "Env": [f"{key}={value}" for key, value in spec.env.items()],
-        "User": spec.user,
-        "WorkingDir": spec.working_dir,
-        "AttachStdout": False,
-        "AttachStderr": False,
-        "Tty": False,
-        "OpenStdin": False,
-        "NetworkDisabled": spec.network == "none",
-        "HostConfig": host_config,
-    }
-    if spec.job_volume:
-        config["Volumes"] = {JOB_DIR: {}}
-    return config
-
-
-def tar_single_file(name: str, content: bytes, *, uid: int, gid: int, mode: int) -> bytes:
-    """An uncompressed tar holding one file, owned by the task's user."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        info = tarfile.TarInfo(name)
-        info.size = len(content)
-        info.uid, info.gid, info.mode = uid, gid, mode
-        archive.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
 
 
 def _engine_error(exc: DockerError, doing: str) -> EngineError:
@@ -119,8 +34,9 @@ class ContainerSummary:
     state: str
 
 
-class DockerRunner:
-    """Thin async facade over the engine; every engine failure becomes a TaskdashError."""
+class DockerEngine:
+    """The Docker engine's client: a thin async facade where every engine failure becomes a
+    TaskdashError."""
 
     def __init__(self, url: str | None = None) -> None:
         self._url = url
@@ -137,7 +53,7 @@ class DockerRunner:
     @property
     def docker(self) -> aiodocker.Docker:
         if self._docker is None:
-            raise RuntimeError("DockerRunner is not open")
+            raise RuntimeError("DockerEngine is not open")
         return self._docker
 
     async def ping(self) -> str:

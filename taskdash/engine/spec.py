@@ -1,14 +1,104 @@
-"""Pure: how a task becomes container specs (the run's and the requirements build's)."""
+"""Pure: what a run's and a requirements build's containers are, down to the Engine API body.
+
+Nothing here talks to Docker; engine/docker.py sends these specs.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+import io
+import tarfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from taskdash.core.config import MIB, Settings
-from taskdash.core.models import ScriptType
-from taskdash.engine.docker import JOB_DIR, LABEL_PREFIX, BindMount, ContainerSpec
+from taskdash.core.models import ScriptType, Task
+
+LABEL_PREFIX = "taskdash."
+JOB_DIR = "/job"
+
+
+@dataclass(frozen=True)
+class BindMount:
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one container; `container_config` turns it into API JSON."""
+
+    image: str
+    command: Sequence[str]
+    labels: Mapping[str, str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    user: str = "1000:1000"
+    network: str = "none"
+    memory_bytes: int = 512 * 1024 * 1024
+    nano_cpus: int = 1_000_000_000
+    pids_limit: int = 256
+    tmpfs_mb: int = 64
+    read_only_root: bool = True
+    job_volume: bool = True
+    binds: Sequence[BindMount] = ()
+    cap_add: Sequence[str] = ()
+    log_max_bytes: int = 20 * 1024 * 1024
+    working_dir: str = "/tmp"
+
+
+def container_config(spec: ContainerSpec) -> dict[str, Any]:
+    """Pure: the Engine API body for a hardened container built from `spec`."""
+    host_config: dict[str, Any] = {
+        "NetworkMode": spec.network,
+        "ReadonlyRootfs": spec.read_only_root,
+        "CapDrop": ["ALL"],
+        "CapAdd": list(spec.cap_add),
+        "SecurityOpt": ["no-new-privileges"],
+        "Memory": spec.memory_bytes,
+        "MemorySwap": spec.memory_bytes,
+        "NanoCpus": spec.nano_cpus,
+        "PidsLimit": spec.pids_limit,
+        "Tmpfs": (
+            {"/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_mb}m,mode=1777"} if spec.tmpfs_mb else {}
+        ),
+        "LogConfig": {
+            "Type": "json-file",
+            "Config": {"max-size": str(spec.log_max_bytes), "max-file": "1"},
+        },
+        "Binds": [f"{b.source}:{b.target}:{'ro' if b.read_only else 'rw'}" for b in spec.binds],
+        "Init": True,
+    }
+    config: dict[str, Any] = {
+        "Image": spec.image,
+        "Cmd": list(spec.command),
+        "Labels": dict(spec.labels),
+        "Env": [f"{key}={value}" for key, value in spec.env.items()],
+        "User": spec.user,
+        "WorkingDir": spec.working_dir,
+        "AttachStdout": False,
+        "AttachStderr": False,
+        "Tty": False,
+        "OpenStdin": False,
+        "NetworkDisabled": spec.network == "none",
+        "HostConfig": host_config,
+    }
+    if spec.job_volume:
+        config["Volumes"] = {JOB_DIR: {}}
+    return config
+
+
+def tar_single_file(name: str, content: bytes, *, uid: int, gid: int, mode: int) -> bytes:
+    """An uncompressed tar holding one file, owned by the task's user."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        info.uid, info.gid, info.mode = uid, gid, mode
+        archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
 
 PYTHON_SCRIPT = "main.py"
 SHELL_SCRIPT = "script.sh"
@@ -23,6 +113,21 @@ class Limits:
     timeout_seconds: float
     memory_mb: int
     cpus: float
+
+
+def task_limits(task: Task, settings: Settings) -> Limits:
+    """The task's own limits, else the installation's defaults."""
+    return Limits(
+        timeout_seconds=task.timeout_seconds or settings.run_timeout_seconds,
+        memory_mb=task.memory_mb or settings.run_memory_mb,
+        cpus=task.cpus or settings.run_cpus,
+    )
+
+
+def user_ids(user: str) -> tuple[int, int]:
+    """uid and gid of a `uid:gid` setting (0 for a part that is a name, not a number)."""
+    uid, _, gid = user.partition(":")
+    return int(uid) if uid.isdigit() else 0, int(gid) if gid.isdigit() else 0
 
 
 def script_filename(script_type: ScriptType) -> str:

@@ -1,18 +1,31 @@
-"""Task operations shared by the JSON API and the dashboard."""
+"""Tasks: create (and run), run again, stop, delete, find and list."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from tortoise.transactions import in_transaction
 
-from taskdash.core.errors import NotFound
-from taskdash.core.models import ACTIVE_STATUSES, Run, Schedule, Task, Trigger, utcnow
-from taskdash.engine.runs import RunManager
-from taskdash.logs.hub import LogHub
-from taskdash.scheduling.scheduler import Scheduler
-from taskdash.web.forms import NewTask
+from taskdash.core.errors import Conflict, NotFound
+from taskdash.core.models import Run, Schedule, ScriptType, Task, Trigger
+from taskdash.operations.runs import active_run
+from taskdash.services import Services
+
+
+@dataclass(frozen=True)
+class NewTask:
+    script_type: ScriptType
+    script: bytes
+    filename: str
+    name: str
+    upload: bool = True
+    requirements: str | None = None
+    image: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_seconds: float | None = None
+    memory_mb: int | None = None
+    cpus: float | None = None
 
 
 @dataclass(frozen=True)
@@ -22,7 +35,7 @@ class TaskRow:
     schedule: Schedule | None
 
 
-async def create_task(new: NewTask, manager: RunManager, trigger: Trigger) -> tuple[Task, Run]:
+async def create_task(services: Services, new: NewTask, trigger: Trigger) -> tuple[Task, Run]:
     """Store the task (its script only when `upload`) and start its first run."""
     task = await Task.create(
         name=new.name,
@@ -36,8 +49,34 @@ async def create_task(new: NewTask, manager: RunManager, trigger: Trigger) -> tu
         memory_mb=new.memory_mb,
         cpus=new.cpus,
     )
-    run = await manager.submit(task, trigger, script=None if new.upload else new.script)
+    run = await services.runs.queue(task, trigger, script=None if new.upload else new.script)
     return task, run
+
+
+async def run_task(services: Services, task: Task, trigger: Trigger) -> Run:
+    """Start a new run of a stored task (409 when its script was not kept)."""
+    return await services.runs.queue(task, trigger)
+
+
+async def stop_task(services: Services, task: Task) -> Run:
+    """Stop the task's queued or running run; answers it once it has ended."""
+    run = await active_run(task)
+    if run is None:
+        raise Conflict(f"“{task.name}” has no queued or running run to stop", code="not_running")
+    return await services.runs.stop(run)
+
+
+async def delete_task(services: Services, task: Task) -> None:
+    """Stop its live runs, then remove the task, its runs, schedule and logs."""
+    await services.runs.kill_task_runs(task.id)
+    run_ids = await Run.filter(task_id=task.id).values_list("id", flat=True)
+    async with in_transaction():
+        await Run.filter(task_id=task.id).delete()
+        await Schedule.filter(task_id=task.id).delete()
+        await task.delete()
+    services.scheduler.wake(task.id)
+    for run_id in run_ids:
+        services.logs.delete(UUID(str(run_id)))
 
 
 async def get_task(task_id: UUID) -> Task:
@@ -47,32 +86,24 @@ async def get_task(task_id: UUID) -> Task:
     return task
 
 
-async def get_run(task: Task, run_id: UUID) -> Run:
-    run = await Run.get_or_none(id=run_id, task_id=task.id)
-    if run is None:
-        raise NotFound(f"task {task.id} has no run with id {run_id}", code="run_not_found")
-    return run
+async def find_task(task_id: UUID) -> Task | None:
+    task: Task | None = await Task.get_or_none(id=task_id)
+    return task
 
 
-async def latest_run(task: Task) -> Run | None:
-    if task.last_run_id is None:
-        return None
-    return await Run.get_or_none(id=task.last_run_id)
-
-
-async def active_run(task: Task) -> Run | None:
-    """The task's newest queued or running run, if any."""
-    run: Run | None = (
-        await Run.filter(task_id=task.id, status__in=ACTIVE_STATUSES).order_by("-queued_at").first()
-    )
-    return run
+async def task_exists(task_id: UUID) -> bool:
+    return bool(await Task.exists(id=task_id))
 
 
 async def list_tasks(limit: int, offset: int) -> tuple[list[TaskRow], int]:
     """A page of tasks, newest first, each with its latest run and schedule."""
     total = await Task.all().count()
     tasks = await Task.all().order_by("-created_at").offset(offset).limit(limit)
-    return await rows_for(tasks), total
+    return await rows_for(list(tasks)), total
+
+
+async def task_row(task: Task) -> TaskRow:
+    return (await rows_for([task]))[0]
 
 
 async def rows_for(tasks: list[Task]) -> list[TaskRow]:
@@ -90,31 +121,3 @@ async def rows_for(tasks: list[Task]) -> list[TaskRow]:
         )
         for t in tasks
     ]
-
-
-async def list_runs(task: Task, limit: int, offset: int) -> tuple[list[Run], int]:
-    query = Run.filter(task_id=task.id)
-    total = await query.count()
-    runs = await query.order_by("-queued_at").offset(offset).limit(limit)
-    return list(runs), total
-
-
-async def delete_task(
-    task: Task, manager: RunManager, hub: LogHub, scheduler: Scheduler | None
-) -> None:
-    """Stop its live runs, then remove the task, its runs, schedule and logs."""
-    await manager.kill_task_runs(task.id)
-    run_ids = await Run.filter(task_id=task.id).values_list("id", flat=True)
-    async with in_transaction():
-        await Run.filter(task_id=task.id).delete()
-        await Schedule.filter(task_id=task.id).delete()
-        await task.delete()
-    if scheduler is not None:
-        scheduler.wake(task.id)
-    for run_id in run_ids:
-        hub.delete(UUID(str(run_id)))
-
-
-async def touch(task: Task) -> None:
-    task.updated_at = utcnow()
-    await task.save(update_fields=["updated_at"])

@@ -12,31 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
-from uuid import UUID, uuid4
-from zoneinfo import ZoneInfo
+from uuid import UUID
 
-from taskdash.core.bulk import BulkInsert, BulkUpdate
-from taskdash.core.models import (
-    OverlapPolicy,
-    Run,
-    RunStatus,
-    Schedule,
-    ScheduleSlot,
-    ScriptType,
-    SlotOutcome,
-    Task,
-    Trigger,
-)
-from taskdash.scheduling.cron import CronSpec, DueSlots, due_slots, next_fire_time, parse_cron
+from tortoise import connections
 
-# A slot decided later than this after it was due counts as a catch-up (the loop was stalled).
-LATE_AFTER = timedelta(seconds=60)
-# Cron fires on whole minutes, so a slot younger than this is the only one due.
-MIN_SLOT_GAP = timedelta(seconds=60)
+from taskdash.core.bulk import BulkInsert, BulkUpdate, Table, placeholder
+from taskdash.core.config import Settings
+from taskdash.core.models import Run, RunStatus, Schedule, ScheduleSlot, Task, Trigger
+from taskdash.scheduling.cron import DueSlots
+from taskdash.scheduling.decide import CronMemo, Decision, DueSchedule, decide
+
 # A plan made for instant T is used up to this long after T (when planning took longer than the
 # time left). Under MIN_SLOT_GAP and LATE_AFTER, so deciding at T or then gives the same answer.
 PLAN_TOLERANCE = timedelta(seconds=30)
@@ -46,120 +36,10 @@ PLAN_CHUNK = 1000
 # Planning lets requests in at least this often (10,000 distinct expressions take seconds).
 PLAN_BREATH_SECONDS = 0.02
 
-ImageOf = Callable[[str | None, ScriptType], str]
-
-
-# decisions (pure) -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DueSchedule:
-    schedule_id: int
-    task_id: UUID
-    spec: CronSpec
-    zone: ZoneInfo
-    overlap: OverlapPolicy
-    next_run_at: datetime
-
-
-@dataclass(slots=True)
-class Decision:
-    task_id: UUID
-    schedule_id: int
-    slot_at: datetime
-    outcome: SlotOutcome
-    catch_up: bool
-    missed_before: int
-    reason: str
-    next_run_at: datetime
-    due_at: datetime
-    run_id: UUID | None = None
-    # When its outcome was final (the busy check done), and when it was committed.
-    decided_at: datetime | None = None
-    recorded_at: datetime | None = None
-
-
-def is_catch_up(slots: DueSlots, now: datetime, watching_since: datetime) -> bool:
-    """Due before this scheduler was watching (the server was down), or found late."""
-    return slots.latest < watching_since or slots.passed_over > 0 or now - slots.latest > LATE_AFTER
-
-
-def decide(
-    due: DueSchedule,
-    slots: DueSlots,
-    now: datetime,
-    *,
-    watching_since: datetime,
-    deadline: timedelta,
-    busy: bool,
-    waiting: bool,
-) -> Decision:
-    """What to do with a schedule's latest due slot."""
-    catch_up = is_catch_up(slots, now, watching_since)
-    outcome, reason = SlotOutcome.FIRED, ""
-    age = now - slots.latest
-    if catch_up and age > deadline:
-        outcome = SlotOutcome.MISSED
-        reason = (
-            f"found {age.total_seconds():.0f} s late, "
-            f"past the {deadline.total_seconds():g} s deadline"
-        )
-    elif busy and due.overlap is OverlapPolicy.SKIP:
-        outcome, reason = SlotOutcome.SKIPPED, "a run of this task was still active"
-    elif (busy or waiting) and due.overlap is OverlapPolicy.QUEUE:
-        outcome, reason = SlotOutcome.WAITING, "waits for the active run to end"
-        if waiting:
-            outcome, reason = SlotOutcome.SKIPPED, "a slot was already waiting for the active run"
-    return Decision(
-        task_id=due.task_id,
-        schedule_id=due.schedule_id,
-        slot_at=slots.latest,
-        outcome=outcome,
-        catch_up=catch_up,
-        missed_before=slots.passed_over,
-        reason=reason,
-        next_run_at=slots.next_after,
-        due_at=due.next_run_at,
-        run_id=uuid4() if outcome is SlotOutcome.FIRED else None,
-    )
-
 
 def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-@dataclass
-class CronMemo:
-    """Per-plan memo: many schedules share an expression, zone and due time."""
-
-    specs: dict[str, CronSpec] = field(default_factory=dict)
-    zones: dict[str, ZoneInfo] = field(default_factory=dict)
-    slots: dict[tuple[str, str, datetime, datetime], DueSlots] = field(default_factory=dict)
-
-    def spec(self, expression: str) -> CronSpec:
-        if expression not in self.specs:
-            self.specs[expression] = parse_cron(expression)
-        return self.specs[expression]
-
-    def zone(self, key: str) -> ZoneInfo:
-        if key not in self.zones:
-            self.zones[key] = ZoneInfo(key)
-        return self.zones[key]
-
-    def due(self, due: DueSchedule, now: datetime, horizon: timedelta) -> DueSlots:
-        if now - due.next_run_at < MIN_SLOT_GAP:
-            key = (due.spec.fields, due.zone.key, due.next_run_at, due.next_run_at)
-            if key not in self.slots:
-                upcoming = next_fire_time(due.spec, due.zone, due.next_run_at)
-                if upcoming <= now:  # only when a zone's offset has seconds in it
-                    return due_slots(due.spec, due.zone, due.next_run_at, now, horizon)
-                self.slots[key] = DueSlots(due.next_run_at, 0, upcoming)
-            return self.slots[key]
-        key = (due.spec.fields, due.zone.key, due.next_run_at, now)
-        if key not in self.slots:
-            self.slots[key] = due_slots(due.spec, due.zone, due.next_run_at, now, horizon)
-        return self.slots[key]
 
 
 # reading what is due --------------------------------------------------------------------------
@@ -180,59 +60,50 @@ class DueReader:
     the expression, the zone), so each distinct one is converted once.
     """
 
-    COLUMNS = ("id", "task_id", "cron_expression", "timezone", "overlap", "next_run_at")
-
-    def __init__(self, image_of: ImageOf, memo: CronMemo) -> None:
-        self.image_of = image_of
+    def __init__(self, settings: Settings, memo: CronMemo) -> None:
+        self.settings = settings
         self.memo = memo
-        self.fields = Schedule._meta.fields_map
-        self.seen: dict[tuple[str, Any], Any] = {}
+        self.connection = connections.get("default")
+        self.schedules = Table(Schedule, self.connection)
+        self.tasks = Table(Task, self.connection)
         self.images: dict[tuple[Any, Any], str] = {}
 
-    @staticmethod
-    def sql(task_count: int | None) -> str:
+    def sql(self, task_count: int | None) -> str:
         """Parameters: enabled, the instant, then `task_count` task ids (None: all tasks)."""
-        connection = Schedule._meta.db
-        executor = connection.executor_class(model=Schedule, db=connection)
-        schedule, task = Schedule._meta.basetable, Task._meta.basetable
-        query = (
-            connection.query_class.from_(schedule)
-            .join(task)
-            .on(task.id == schedule.task_id)
-            .select(*(schedule[name] for name in DueReader.COLUMNS), task.image, task.script_type)
-            .where(schedule.enabled == executor.parameter(0))
-            .where(schedule.next_run_at <= executor.parameter(1))
-            .orderby(schedule.next_run_at)
+        s, t = self.schedules, self.tasks
+        mark = partial(placeholder, s.dialect)
+        columns = ", ".join(
+            s.column(name, "s")
+            for name in ("id", "task_id", "cron_expression", "timezone", "overlap", "next_run_at")
+        )
+        sql = (
+            f"SELECT {columns}, {t.column('image', 't')}, {t.column('script_type', 't')} "
+            f"FROM {s.name} s JOIN {t.name} t "
+            f"ON {t.column('id', 't')} = {s.column('task_id', 's')} "
+            f"WHERE {s.column('enabled', 's')} = {mark(0)} "
+            f"AND {s.column('next_run_at', 's')} <= {mark(1)}"
         )
         if task_count is not None:
-            ids = [executor.parameter(2 + index) for index in range(task_count)]
-            query = query.where(schedule.task_id.isin(ids))
-        return str(query.get_sql())
-
-    def value(self, name: str, raw: Any) -> Any:
-        key = (name, raw)
-        if key not in self.seen:
-            self.seen[key] = self.fields[name].to_python_value(raw)
-        return self.seen[key]
+            ids = ", ".join(mark(2 + index) for index in range(task_count))
+            sql += f" AND {s.column('task_id', 's')} IN ({ids})"
+        return sql + f" ORDER BY {s.column('next_run_at', 's')}"
 
     def image(self, image: str | None, script_type: str) -> str:
         key = (image, script_type)
         if key not in self.images:
-            self.images[key] = self.image_of(image, ScriptType(script_type))
+            self.images[key] = self.settings.image_for(script_type, image)
         return self.images[key]
 
     async def read(self, until: datetime, task_ids: Sequence[UUID] | None = None) -> list[DueRow]:
         """Due at or before `until` (of `task_ids` only, when given)."""
         params: list[Any] = [
-            self.fields["enabled"].to_db_value(True, Schedule),
-            self.fields["next_run_at"].to_db_value(until, Schedule),
+            self.schedules.to_db("enabled", True),
+            self.schedules.to_db("next_run_at", until),
         ]
-        sql = self.sql(None)
         if task_ids is not None:
-            task_key = Task._meta.fields_map["id"]
-            params += [task_key.to_db_value(task_id, Task) for task_id in task_ids]
-            sql = self.sql(len(task_ids))
-        _, rows = await Schedule._meta.db.execute_query(sql, params)
+            params += [self.tasks.to_db("id", task_id) for task_id in task_ids]
+        sql = self.sql(None if task_ids is None else len(task_ids))
+        _, rows = await self.connection.execute_query(sql, params)
         return [self.row(row) for row in rows]
 
     def row(self, row: Mapping[str, Any]) -> DueRow:
@@ -243,8 +114,8 @@ class DueReader:
                 task_id=task_id if isinstance(task_id, UUID) else UUID(task_id),
                 spec=self.memo.spec(row["cron_expression"]),
                 zone=self.memo.zone(row["timezone"]),
-                overlap=self.value("overlap", row["overlap"]),
-                next_run_at=self.value("next_run_at", row["next_run_at"]),
+                overlap=self.schedules.to_python("overlap", row["overlap"]),
+                next_run_at=self.schedules.to_python("next_run_at", row["next_run_at"]),
             ),
             self.image(row["image"], row["script_type"]),
         )
@@ -275,19 +146,30 @@ class Breather:
             self.since = time.monotonic()
 
 
+SLOT_COLUMNS = (
+    "task_id", "slot_at", "outcome", "run_id", "catch_up", "missed_before", "reason",
+    "recorded_at",
+)  # fmt: skip
+RUN_COLUMNS = (
+    "id", "task_id", "status", "trigger", "image", "queued_at", "scheduled_for", "catch_up",
+    "log_bytes", "log_lines", "log_truncated",
+)  # fmt: skip
+
+
 class Statements:
     """The plan's writes, with their rows converted for the database ahead of time."""
 
     def __init__(self) -> None:
-        self.slots = BulkInsert(ScheduleSlot)
-        self.runs = BulkInsert(Run)
-        self.pointers = BulkUpdate(Task, ["last_run_id", "updated_at"], ["id"])
+        connection = connections.get("default")
+        self.slots = BulkInsert(Table(ScheduleSlot, connection), SLOT_COLUMNS)
+        self.runs = BulkInsert(Table(Run, connection), RUN_COLUMNS)
+        self.pointers = BulkUpdate(Table(Task, connection), ["last_run_id", "updated_at"], ["id"])
         self.slot_recorded_at = self.slots.position("recorded_at")
         self.run_queued_at = self.runs.position("queued_at")
         self.pointer_updated_at = self.pointers.position("updated_at")
 
     def slot(self, decision: Decision) -> list[Any]:
-        return self.slots.params(
+        return self.slots.row(
             {
                 "task_id": decision.task_id,
                 "slot_at": decision.slot_at,
@@ -303,16 +185,16 @@ class Statements:
         """The task's latest-run pointer; `updated_at` is filled in at the due second."""
         if decision.run_id is None:
             return None
-        pointers = self.pointers
+        pointers, table = self.pointers, self.pointers.table
         row: list[Any] = [None] * len(pointers.names)
-        row[pointers.position("last_run_id")] = pointers.values.of("last_run_id", decision.run_id)
-        row[pointers.position("id")] = pointers.values.of("id", decision.task_id)
+        row[pointers.position("last_run_id")] = table.to_db("last_run_id", decision.run_id)
+        row[pointers.position("id")] = table.to_db("id", decision.task_id)
         return row
 
     def run(self, decision: Decision, image: str) -> list[Any] | None:
         if decision.run_id is None:
             return None
-        return self.runs.params(
+        return self.runs.row(
             {
                 "id": decision.run_id,
                 "task_id": decision.task_id,
@@ -377,9 +259,9 @@ class DuePlan:
     def settle(self, busy: set[UUID], waiting: set[UUID], now: datetime) -> list[Batch]:
         """The final rows in transaction-sized batches, stamped with `now`."""
         statements = self.statements
-        recorded_at = statements.slots.values.of("recorded_at", now)
-        queued_at = statements.runs.values.of("queued_at", now)
-        pointer_at = statements.pointers.values.of("updated_at", now)
+        recorded_at = statements.slots.table.to_db("recorded_at", now)
+        queued_at = statements.runs.table.to_db("queued_at", now)
+        pointer_at = statements.pointers.table.to_db("updated_at", now)
         batches = []
         for group in chunks(self.planned, BATCH_SIZE):
             batch = Batch(statements)
@@ -467,10 +349,10 @@ async def plan_due(
     generation: int,
     watching_since: datetime,
     deadline: timedelta,
-    image_of: ImageOf,
+    settings: Settings,
 ) -> DuePlan:
     """Read and decide every slot due at `at`, and convert their rows, without writing."""
-    reader = DueReader(image_of, CronMemo())
+    reader = DueReader(settings, CronMemo())
     plan = DuePlan(at, generation, watching_since, deadline, reader, Statements(), [], [])
     await plan.add(await reader.read(at))
     return plan

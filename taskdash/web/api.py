@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
-from uuid import UUID
+from quart import Blueprint, Response, request
+from quart_schema import DataSource, document_querystring, document_request, document_response
 
-from quart import Blueprint, Response, jsonify, request
-from quart_schema import (
-    DataSource,
-    document_querystring,
-    document_request,
-    document_response,
-)
-from tortoise import connections
-
-from taskdash.core.errors import Conflict, TaskdashError, UnsupportedMediaType
-from taskdash.core.models import Run, ScriptType, Task, Trigger
-from taskdash.engine.runs import task_limits
-from taskdash.operations.tasks import (
-    active_run,
-    create_task,
-    delete_task,
+from taskdash.core.models import ScriptType, Task, Trigger
+from taskdash.engine.spec import task_limits
+from taskdash.operations.health import check_health
+from taskdash.operations.runs import (
+    chosen_run,
+    container_info,
     get_run,
-    get_task,
     latest_run,
     list_runs,
-    list_tasks,
+    read_log,
 )
-from taskdash.services import services
-from taskdash.web.forms import parse_new_task, parse_page, parse_uuid
+from taskdash.operations.schedules import schedule_view
+from taskdash.operations.tasks import (
+    create_task,
+    delete_task,
+    get_task,
+    list_tasks,
+    run_task,
+    stop_task,
+)
+from taskdash.web.context import services
+from taskdash.web.forms import parse_new_task, parse_page, parse_uuid, read_form
+from taskdash.web.responses import json_response
 from taskdash.web.schemas import (
     DockerInfoOut,
     ErrorOut,
@@ -41,40 +40,20 @@ from taskdash.web.schemas import (
     TaskCreateForm,
     TaskDetailOut,
     TaskOut,
+    schedule_json,
 )
 
 api = Blueprint("api", __name__)
 
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    if hasattr(body, "model_dump"):
-        body = body.model_dump(mode="json")
-    elif isinstance(body, list):
-        body = [item.model_dump(mode="json") for item in body]
-    response = jsonify(body)
-    response.status_code = status
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
-
-
-async def read_form() -> tuple[dict[str, str], dict[str, Any]]:
-    if request.mimetype not in FORM_TYPES:
-        raise UnsupportedMediaType(
-            f"send this as multipart/form-data (got {request.mimetype or 'no content type'})"
-        )
-    form = await request.form
-    files = await request.files
-    return dict(form.items()), dict(files.items())
+async def task_of(task_id: str) -> Task:
+    return await get_task(parse_uuid(task_id))
 
 
 async def create_from_request(script_type: ScriptType) -> Response:
-    settings = services().settings
     form, files = await read_form()
-    new = parse_new_task(script_type, form, files, settings.max_script_bytes)
-    task, run = await create_task(new, services().runs, Trigger.API)
+    new = parse_new_task(script_type, form, files, services().settings.max_script_bytes)
+    task, run = await create_task(services(), new, Trigger.API)
     body = TaskCreatedOut(
         message="Task created and started" if new.upload else "Script streamed and started",
         script_type=task.script_type,
@@ -108,14 +87,14 @@ async def create_shell_task() -> Response:
 @document_response(list[TaskOut])
 async def list_all_tasks() -> Response:
     """List tasks, newest first, with their status (the total is in X-Total-Count)."""
-    limit, offset = parse_page(request.args, services().settings.page_size)
+    settings = services().settings
+    limit, offset = parse_page(request.args, settings.page_size)
     rows, total = await list_tasks(limit, offset)
-    manager = services().runs
     items = [
         TaskOut.of(
             row.task,
             row.last_run,
-            manager.image_of(row.task),
+            settings.image_for(row.task.script_type, row.task.image),
             row.schedule.next_run_at if row.schedule and row.schedule.enabled else None,
         )
         for row in rows
@@ -128,11 +107,11 @@ async def list_all_tasks() -> Response:
 @document_response(ErrorOut, 404)
 async def task_detail(task_id: str) -> Response:
     """One task: its settings, script metadata, latest run and schedule."""
-    task = await get_task(parse_uuid(task_id))
-    manager = services().runs
-    limits = task_limits(task, services().settings)
-    schedule = await task_schedule_json(task.id)
-    summary = TaskOut.of(task, await latest_run(task), manager.image_of(task))
+    task = await task_of(task_id)
+    settings = services().settings
+    limits = task_limits(task, settings)
+    image = settings.image_for(task.script_type, task.image)
+    summary = TaskOut.of(task, await latest_run(task), image)
     body = TaskDetailOut(
         **summary.model_dump(),
         script_filename=task.script_filename,
@@ -141,26 +120,18 @@ async def task_detail(task_id: str) -> Response:
         timeout_seconds=limits.timeout_seconds,
         memory_mb=limits.memory_mb,
         cpus=limits.cpus,
-        schedule=schedule,
+        schedule=schedule_json(await schedule_view(services(), task.id)),
     )
     return json_response(body)
-
-
-async def task_schedule_json(task_id: UUID) -> dict[str, Any] | None:
-    scheduler = services().scheduler
-    if scheduler is None:
-        return None
-    result: dict[str, Any] | None = await scheduler.schedule_json_for(task_id)
-    return result
 
 
 @api.put("/task/<task_id>")
 @document_response(RunStartedOut, 202)
 @document_response(ErrorOut, 409)
-async def run_task(task_id: str) -> Response:
+async def start_run(task_id: str) -> Response:
     """Start a new run of a stored task."""
-    task = await get_task(parse_uuid(task_id))
-    run = await services().runs.submit(task, Trigger.API)
+    task = await task_of(task_id)
+    run = await run_task(services(), task, Trigger.API)
     body = RunStartedOut(message="Task started", task_id=task.id, run_id=run.id, status=run.status)
     return json_response(body, 202)
 
@@ -170,21 +141,17 @@ async def run_task(task_id: str) -> Response:
 @document_response(ErrorOut, 404)
 async def remove_task(task_id: str) -> Response:
     """Stop the task's live runs, then delete it with its runs, logs and schedule."""
-    task = await get_task(parse_uuid(task_id))
-    await delete_task(task, services().runs, services().hub, services().scheduler)
+    task = await task_of(task_id)
+    await delete_task(services(), task)
     return json_response(MessageOut(message="Task deleted", task_id=task.id))
 
 
 @api.post("/task/<task_id>/stop")
 @document_response(RunOut)
 @document_response(ErrorOut, 409)
-async def stop_task(task_id: str) -> Response:
+async def stop_run(task_id: str) -> Response:
     """Stop the task's active run (409 when nothing runs); answers the stopped run."""
-    task = await get_task(parse_uuid(task_id))
-    run = await active_run(task)
-    if run is None:
-        raise Conflict(f"task {task.id} has no queued or running run to stop", code="not_running")
-    run = await services().runs.stop(run)
+    run = await stop_task(services(), await task_of(task_id))
     return json_response(RunOut.of(run))
 
 
@@ -193,7 +160,7 @@ async def stop_task(task_id: str) -> Response:
 @document_response(list[RunOut])
 async def task_runs(task_id: str) -> Response:
     """The task's runs, newest first (the total is in X-Total-Count)."""
-    task = await get_task(parse_uuid(task_id))
+    task = await task_of(task_id)
     limit, offset = parse_page(request.args, services().settings.page_size)
     runs, total = await list_runs(task, limit, offset)
     return json_response([RunOut.of(r) for r in runs], headers={"X-Total-Count": str(total)})
@@ -204,8 +171,7 @@ async def task_runs(task_id: str) -> Response:
 @document_response(ErrorOut, 404)
 async def task_run(task_id: str, run_id: str) -> Response:
     """One run of the task."""
-    task = await get_task(parse_uuid(task_id))
-    run = await get_run(task, parse_uuid(run_id, "run id"))
+    run = await get_run(await task_of(task_id), parse_uuid(run_id, "run id"))
     return json_response(RunOut.of(run))
 
 
@@ -213,24 +179,20 @@ async def task_run(task_id: str, run_id: str) -> Response:
 @document_response(ErrorOut, 404)
 async def task_logs(task_id: str) -> Response:
     """The stored log of the latest run (or of `?run_id=`), as plain text."""
-    task = await get_task(parse_uuid(task_id))
-    run = await resolve_run(task, request.args.get("run_id"))
-    text = services().hub.read_text(run.id)
+    task = await task_of(task_id)
+    asked = request.args.get("run_id")
+    run = await chosen_run(task, parse_uuid(asked, "run id") if asked else None)
     headers = {
         "X-Run-Id": str(run.id),
         "X-Run-Status": run.status.value,
         "X-Log-Truncated": "true" if run.log_truncated else "false",
     }
-    return Response(text, status=200, content_type="text/plain; charset=utf-8", headers=headers)
-
-
-async def resolve_run(task: Task, run_id: str | None) -> Run:
-    if run_id:
-        return await get_run(task, parse_uuid(run_id, "run id"))
-    run = await latest_run(task)
-    if run is None:
-        raise TaskdashError(f"task {task.id} has no run yet", code="no_run", status=404)
-    return run
+    return Response(
+        await read_log(services(), run),
+        status=200,
+        content_type="text/plain; charset=utf-8",
+        headers=headers,
+    )
 
 
 @api.get("/<task_id>")
@@ -238,21 +200,15 @@ async def resolve_run(task: Task, run_id: str | None) -> Run:
 @document_response(ErrorOut, 404)
 async def docker_info(task_id: str) -> Response:
     """Docker info of the task's latest run: live inspect while it runs, the kept one after."""
-    task = await get_task(parse_uuid(task_id))
+    task = await task_of(task_id)
     run = await latest_run(task)
-    if run is None:
-        return json_response(
-            DockerInfoOut(task_id=task.id, run_id=None, source="none", container=None)
-        )
-    live = await services().runs.live_inspect(run)
-    if live is not None:
-        body = DockerInfoOut(task_id=task.id, run_id=run.id, source="live", container=live)
-    elif run.docker_info is not None:
-        body = DockerInfoOut(
-            task_id=task.id, run_id=run.id, source="kept", container=run.docker_info
-        )
-    else:
-        body = DockerInfoOut(task_id=task.id, run_id=run.id, source="none", container=None)
+    info = await container_info(services(), run)
+    body = DockerInfoOut(
+        task_id=task.id,
+        run_id=run.id if run is not None else None,
+        source=info.source,
+        container=info.data,
+    )
     return json_response(body)
 
 
@@ -261,15 +217,10 @@ async def docker_info(task_id: str) -> Response:
 @document_response(HealthOut, 503)
 async def health() -> Response:
     """200 when the database and the Docker engine answer, 503 with the reason otherwise."""
-    database, docker, healthy = "ok", "ok", True
-    try:
-        await connections.get("default").execute_query("SELECT 1")
-    except Exception as exc:  # any failure means "not healthy", with its reason
-        database, healthy = f"unavailable: {exc}", False
-    try:
-        version = await services().runner.ping()
-        docker = f"ok (engine {version})"
-    except TaskdashError as exc:
-        docker, healthy = exc.message, False
-    body = HealthOut(status="ok" if healthy else "unavailable", database=database, docker=docker)
-    return json_response(body, 200 if healthy else 503)
+    report = await check_health(services())
+    body = HealthOut(
+        status="ok" if report.healthy else "unavailable",
+        database=report.database,
+        docker=report.docker,
+    )
+    return json_response(body, 200 if report.healthy else 503)

@@ -1,17 +1,27 @@
-"""Parse and validate submitted forms into plain values; every problem is a BadRequest."""
+"""Reading requests: form and JSON bodies, parsed and validated into the operations' inputs.
+
+Every problem is a TaskdashError whose message says what to fix.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from taskdash.core.errors import BadRequest, PayloadTooLarge
-from taskdash.core.models import ScriptType
+from quart import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from taskdash.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from taskdash.core.models import OverlapPolicy, ScriptType
+from taskdash.operations.tasks import NewTask
+from taskdash.scheduling.schedules import ScheduleChange
+from taskdash.web.context import services
+
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+SCHEDULE_KEYS = ("cron_expression", "timezone", "enabled", "overlap")
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -22,21 +32,6 @@ class Upload(Protocol):
     filename: str | None
 
     def read(self) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class NewTask:
-    script_type: ScriptType
-    script: bytes
-    filename: str
-    name: str
-    upload: bool = True
-    requirements: str | None = None
-    image: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    timeout_seconds: float | None = None
-    memory_mb: int | None = None
-    cpus: float | None = None
 
 
 def parse_uuid(value: str, what: str = "task id") -> UUID:
@@ -182,3 +177,115 @@ def parse_page(args: Mapping[str, Any], default_limit: int) -> tuple[int, int]:
     limit = parse_number(args.get("limit"), "limit", int, 1, 1000)
     offset = parse_number(args.get("offset"), "offset", int, 0, 10**12)
     return limit or default_limit, offset or 0
+
+
+def parse_page_number(value: str | None) -> int:
+    if value is None or value.strip() == "":
+        return 1
+    if not value.strip().isdigit() or int(value) < 1:
+        raise BadRequest(f"'page' must be a whole number from 1, not {value!r}")
+    return int(value)
+
+
+def parse_script_type(value: str | None) -> ScriptType:
+    try:
+        return ScriptType((value or "").strip().lower())
+    except ValueError:
+        raise BadRequest(
+            f"choose a script type: 'python' or 'shell' (got {value!r})", code="bad_script_type"
+        ) from None
+
+
+# request bodies ---------------------------------------------------------------------------
+
+
+def has_body() -> bool:
+    return bool(request.content_length) or "Transfer-Encoding" in request.headers
+
+
+async def read_form() -> tuple[dict[str, str], dict[str, Any]]:
+    """The submitted form fields and files; an empty body is an empty form."""
+    if request.mimetype not in FORM_TYPES:
+        if not has_body():
+            return {}, {}
+        raise UnsupportedMediaType(
+            f"send this as multipart/form-data (got {request.mimetype or 'no content type'})"
+        )
+    try:
+        form = await request.form
+        files = await request.files
+    except RequestEntityTooLarge:
+        raise too_large() from None
+    return dict(form.items()), dict(files.items())
+
+
+def too_large() -> PayloadTooLarge:
+    """The answer to a body over MAX_CONTENT_LENGTH (the app's error handler uses it too)."""
+    limit = request.max_content_length
+    script_limit = services().settings.max_script_bytes
+    return PayloadTooLarge(
+        f"the request is too large (over the limit of {limit} bytes): scripts and requirements "
+        f"may be at most {script_limit} bytes each"
+    )
+
+
+async def read_fields() -> dict[str, Any]:
+    """The request's fields, from a form or a JSON object; an empty body is no fields."""
+    if request.mimetype == "application/json":
+        data = await request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise BadRequest('the JSON body must be an object such as {"cron_expression": ...}')
+        return data
+    if request.mimetype in FORM_TYPES or not has_body():
+        form, _files = await read_form()
+        return form
+    raise UnsupportedMediaType(
+        f"send this as form data or JSON (got {request.mimetype or 'no content type'})"
+    )
+
+
+# schedules --------------------------------------------------------------------------------
+
+
+def text_value(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"'{key}' must be a string, not {type(value).__name__}")
+    return value.strip() or None
+
+
+def bool_value(data: Mapping[str, Any], key: str) -> bool | None:
+    value = data.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        raise BadRequest(f"'{key}' must be true or false, not {value!r}")
+    return None if not value.strip() else parse_bool(value, key, default=True)
+
+
+def overlap_value(data: Mapping[str, Any]) -> OverlapPolicy | None:
+    value = text_value(data, "overlap")
+    if value is None:
+        return None
+    try:
+        return OverlapPolicy(value.lower())
+    except ValueError:
+        choices = ", ".join(policy.value for policy in OverlapPolicy)
+        raise BadRequest(f"'overlap' must be one of {choices}, not {value!r}") from None
+
+
+def parse_schedule_change(data: Mapping[str, Any]) -> ScheduleChange:
+    unknown = sorted(set(data) - set(SCHEDULE_KEYS))
+    if unknown:
+        raise BadRequest(
+            f"unexpected field(s): {', '.join(unknown)}; expected {', '.join(SCHEDULE_KEYS)}",
+            code="unexpected_field",
+        )
+    return ScheduleChange(
+        cron_expression=text_value(data, "cron_expression"),
+        timezone=text_value(data, "timezone"),
+        enabled=bool_value(data, "enabled"),
+        overlap=overlap_value(data),
+    )

@@ -8,7 +8,17 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from taskdash.core.models import Run, RunStatus, ScriptType, Task, Trigger
+from taskdash.core.models import (
+    OverlapPolicy,
+    Run,
+    RunStatus,
+    ScheduleSlot,
+    ScriptType,
+    SlotOutcome,
+    Task,
+    Trigger,
+)
+from taskdash.scheduling.schedules import ScheduleView
 
 
 class ErrorBody(BaseModel):
@@ -102,6 +112,66 @@ class TaskOut(BaseModel):
         )
 
 
+class SlotOut(BaseModel):
+    slot_at: datetime
+    outcome: SlotOutcome
+    run_id: UUID | None
+    catch_up: bool
+    missed_before: int
+    reason: str
+    recorded_at: datetime
+
+    @classmethod
+    def of(cls, slot: ScheduleSlot) -> SlotOut:
+        return cls(
+            slot_at=slot.slot_at,
+            outcome=slot.outcome,
+            run_id=slot.run_id,
+            catch_up=slot.catch_up,
+            missed_before=slot.missed_before,
+            reason=slot.reason,
+            recorded_at=slot.recorded_at,
+        )
+
+
+class ScheduleOut(BaseModel):
+    task_id: UUID
+    cron_expression: str
+    timezone: str
+    enabled: bool
+    overlap: OverlapPolicy
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    next_run_times: list[datetime]
+    next_run_times_utc: list[datetime]
+    recent_slots: list[SlotOut]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, view: ScheduleView) -> ScheduleOut:
+        schedule = view.schedule
+        return cls(
+            task_id=UUID(str(schedule.task_id)),
+            cron_expression=schedule.cron_expression,
+            timezone=schedule.timezone,
+            enabled=schedule.enabled,
+            overlap=schedule.overlap,
+            next_run_at=schedule.next_run_at,
+            last_run_at=schedule.last_run_at,
+            next_run_times=[time.astimezone(view.zone) for time in view.upcoming],
+            next_run_times_utc=view.upcoming,
+            recent_slots=[SlotOut.of(slot) for slot in view.recent_slots],
+            created_at=schedule.created_at,
+            updated_at=schedule.updated_at,
+        )
+
+
+def schedule_json(view: ScheduleView | None) -> dict[str, Any] | None:
+    """The schedule as the API answers it (the dashboard's card renders the same)."""
+    return None if view is None else ScheduleOut.of(view).model_dump(mode="json")
+
+
 class TaskDetailOut(TaskOut):
     script_filename: str
     requirements: str | None
@@ -152,6 +222,27 @@ class TaskCreateForm(BaseModel):
     memory_mb: int | None = None
     cpus: float | None = None
     env: str | None = Field(None, description='a JSON object, e.g. {"GREETING": "hi"}')
+
+
+class ScheduleIn(BaseModel):
+    """Form fields (multipart or urlencoded) or a JSON object with the same keys. A field left
+    out keeps its current value; a new schedule takes the defaults shown."""
+
+    cron_expression: str = Field(description="5 cron fields or a macro such as @daily")
+    timezone: str | None = Field(None, description="IANA zone, e.g. Europe/Paris (default UTC)")
+    enabled: bool = Field(True, description="false pauses the schedule without deleting it")
+    overlap: OverlapPolicy = Field(
+        OverlapPolicy.SKIP, description="when a run is still active: skip, queue or allow"
+    )
+
+
+class ScheduleChangeIn(BaseModel):
+    """PATCH: any of the keys; the others keep their values."""
+
+    cron_expression: str | None = None
+    timezone: str | None = None
+    enabled: bool | None = None
+    overlap: OverlapPolicy | None = None
 
 
 class Pagination(BaseModel):

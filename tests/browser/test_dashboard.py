@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Dialog, Page, expect
 
 from tests.browser.conftest import Shoot
 from tests.support import create_task, wait_run
@@ -169,7 +169,11 @@ def test_delete_asks_for_confirmation(page: Page, client: httpx.Client, shoot: S
     delete = row.get_by_role("button", name="Delete delete me")
     messages: list[str] = []
 
-    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.dismiss()))
+    def refuse(dialog: Dialog) -> None:
+        messages.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", refuse)
     delete.click()
     expect(row).to_be_visible()
     assert messages and "Delete “delete me”" in messages[0]

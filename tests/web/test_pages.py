@@ -392,7 +392,7 @@ def test_schedule_form_refuses_a_bad_cron_in_the_card(client: httpx.Client) -> N
         ({"cron_expression": "not a cron"}, "cron needs 5"),
         ({"cron_expression": "* * * * *", "overlap": "sometimes"}, "'overlap' must be one of"),
         ({"cron_expression": "* * * * *", "timezone": "Mars/Olympus"}, "Mars/Olympus"),
-        ({"cron_expression": " "}, "enter a cron expression"),
+        ({"cron_expression": " "}, "'cron_expression' is required"),
     ):
         response = client.post(f"/tasks/{task_id}/schedule", data=data, headers=HTMX)
         body = html_of(response, 400)

@@ -42,6 +42,8 @@ def test_container_runs_locked_down(client: httpx.Client) -> None:
     assert seen["no_new_privs"] == "1"
     assert seen["interfaces"] == ["lo"]
     assert seen["root_writable"] is False
+    # /job is the run's own anonymous volume (removed with the container), writable today.
+    assert seen["job_writable"] is True
     assert seen["tmp_writable"] is True
     assert seen["cwd"] == "/tmp"
 

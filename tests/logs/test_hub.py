@@ -1,4 +1,5 @@
-"""LogHub without a server: numbering, replay from the file, fan-out and dropping slow followers."""
+"""LogHub and LogStore without a server: numbering, replay from the file, fan-out and dropping
+slow followers."""
 
 from __future__ import annotations
 
@@ -8,44 +9,38 @@ from pathlib import Path
 
 import pytest
 
-from taskdash.logs.hub import SUBSCRIBER_BUFFER, LogEvent, LogHub, SubscriptionDropped, split_lines
+from taskdash.logs.hub import SUBSCRIBER_BUFFER, LogEvent, LogHub, SubscriptionDropped
+from taskdash.logs.store import LogStore
 
 
 @pytest.fixture()
-def hub(tmp_path: Path) -> LogHub:
-    return LogHub(tmp_path / "logs", max_bytes=1024 * 1024)
+def hub() -> LogHub:
+    return LogHub()
 
 
-@pytest.mark.parametrize(
-    ("pending", "chunk", "lines", "rest"),
-    [
-        ("", "a\nb\n", ["a", "b"], ""),
-        ("", "a\nb", ["a"], "b"),
-        ("pa", "rt\n", ["part"], ""),
-        ("", "crlf\r\n", ["crlf"], ""),
-        ("", "\n\n", ["", ""], ""),
-    ],
-)
-def test_split_lines(pending: str, chunk: str, lines: list[str], rest: str) -> None:
-    assert split_lines(pending, chunk) == (lines, rest)
+@pytest.fixture()
+def store(tmp_path: Path, hub: LogHub) -> LogStore:
+    return LogStore(tmp_path / "logs", 1024 * 1024, hub)
 
 
-async def test_lines_are_numbered_stored_and_published(hub: LogHub) -> None:
+async def test_lines_are_numbered_stored_and_published(hub: LogHub, store: LogStore) -> None:
     run_id = uuid.uuid4()
     with hub.subscribe(run_id) as subscription:
-        writer = hub.open_writer(run_id)
+        writer = store.open_writer(run_id)
         writer.write(["one", "two", "three"])
         writer.close()
         events = [await subscription.get() for _ in range(3)]
     assert [(e.number, e.text) for e in events] == [(1, "one"), (2, "two"), (3, "three")]
-    assert list(hub.read_lines(run_id, after=1)) == [(2, "two"), (3, "three")]
+    assert list(store.read_lines(run_id, after=1)) == [(2, "two"), (3, "three")]
     assert hub.follower_count(run_id) == 0
 
 
-async def test_status_events_reach_the_run_and_the_global_followers(hub: LogHub) -> None:
+async def test_status_events_reach_the_run_and_the_global_followers(
+    hub: LogHub, store: LogStore
+) -> None:
     run_id, task_id = uuid.uuid4(), uuid.uuid4()
     with hub.subscribe(run_id) as one, hub.subscribe(None) as everything:
-        hub.open_writer(run_id).write(["a line"])
+        store.open_writer(run_id).write(["a line"])
         hub.publish_status(run_id, task_id, "running")
         hub.publish_status(run_id, task_id, "succeeded")
         assert [(await one.get()).kind for _ in range(3)] == ["line", "status", "end"]

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -31,7 +32,10 @@ from taskdash.core.models import (
 )
 from taskdash.logs.hub import LogHub
 from taskdash.scheduling.plan import DuePlan
-from taskdash.scheduling.scheduler import Scheduler, record_batch
+from taskdash.scheduling.record import record_batch
+from taskdash.scheduling.scheduler import Scheduler
+from taskdash.scheduling.schedules import ScheduleBook, ScheduleChange
+from taskdash.web.schemas import schedule_json
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -42,7 +46,7 @@ class Crash(BaseException):
 
 
 class RecordingLauncher:
-    """RunManager's launch side, recording what it was asked to start."""
+    """RunManager's execute side, recording what it was asked to start."""
 
     def __init__(self, settings: Settings, hub: LogHub) -> None:
         self.settings = settings
@@ -51,14 +55,39 @@ class RecordingLauncher:
         self.crash = False
         self.event = asyncio.Event()
 
-    def launch(self, run_id: UUID, task_id: UUID, *, script: bytes | None = None) -> None:
+    def execute(self, run_id: UUID, task_id: UUID, *, script: bytes | None = None) -> None:
         if self.crash:
             raise Crash
         self.launched.append(run_id)
         self.event.set()
 
-    def image_of(self, task: Task) -> str:
-        return task.image or self.settings.image_for(task.script_type.value)
+
+def book_of(scheduler: Scheduler) -> ScheduleBook:
+    return ScheduleBook(scheduler.settings, scheduler.wake)
+
+
+async def set_schedule(
+    scheduler: Scheduler,
+    task_id: UUID,
+    cron: str,
+    zone: str | None = None,
+    *,
+    enabled: bool | None = None,
+    overlap: OverlapPolicy | None = None,
+) -> tuple[Schedule, bool]:
+    return await book_of(scheduler).set(task_id, ScheduleChange(cron, zone, enabled, overlap))
+
+
+async def update_schedule(scheduler: Scheduler, task_id: UUID, **change: Any) -> Schedule:
+    return await book_of(scheduler).change(task_id, ScheduleChange(**change))
+
+
+async def remove_schedule(scheduler: Scheduler, task_id: UUID) -> None:
+    await book_of(scheduler).remove(task_id)
+
+
+async def schedule_json_of(scheduler: Scheduler, task_id: UUID) -> dict[str, Any] | None:
+    return schedule_json(await book_of(scheduler).find_view(task_id))
 
 
 async def launched_runs(launcher: RecordingLauncher) -> list[Run]:
@@ -86,18 +115,24 @@ async def settings(tmp_path: Path) -> AsyncIterator[Settings]:
 @pytest.fixture()
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock(T0 - timedelta(seconds=30))
-    monkeypatch.setattr("taskdash.scheduling.scheduler.utcnow", clock)
+    monkeypatch.setattr("taskdash.core.clock.utcnow", clock)
     return clock
 
 
 @pytest.fixture()
 def launcher(settings: Settings) -> RecordingLauncher:
-    return RecordingLauncher(settings, LogHub(settings.logs_dir, settings.log_max_bytes))
+    return RecordingLauncher(settings, LogHub())
+
+
+def new_scheduler(
+    settings: Settings, launcher: RecordingLauncher, *, watching_since: datetime | None = None
+) -> Scheduler:
+    return Scheduler(settings, launcher, launcher.hub, watching_since=watching_since)
 
 
 @pytest.fixture()
 def scheduler(settings: Settings, launcher: RecordingLauncher) -> Scheduler:
-    return Scheduler(settings, launcher, watching_since=T0 - timedelta(hours=1))
+    return new_scheduler(settings, launcher, watching_since=T0 - timedelta(hours=1))
 
 
 async def make_task(name: str = "job", *, kept: bool = True) -> Task:
@@ -114,7 +149,7 @@ async def scheduled_task(
     overlap: OverlapPolicy = OverlapPolicy.SKIP,
 ) -> Task:
     task = await make_task()
-    await scheduler.set_schedule(task.id, cron, zone, overlap=overlap)
+    await set_schedule(scheduler, task.id, cron, zone, overlap=overlap)
     return task
 
 
@@ -177,13 +212,13 @@ async def test_a_paused_schedule_does_not_fire_and_resumes_from_now(
     scheduler: Scheduler, launcher: RecordingLauncher, clock: Clock
 ) -> None:
     task = await scheduled_task(scheduler)
-    await scheduler.update_schedule(task.id, enabled=False)
+    await update_schedule(scheduler, task.id, enabled=False)
     assert (await schedule_of(task)).next_run_at is None
 
     assert await scheduler.fire_due(T0 + 5 * MINUTE) == []
 
     clock.now = T0 + 5 * MINUTE + timedelta(seconds=30)
-    await scheduler.update_schedule(task.id, enabled=True)
+    await update_schedule(scheduler, task.id, enabled=True)
     assert (await schedule_of(task)).next_run_at == T0 + 6 * MINUTE
     await scheduler.fire_due(T0 + 6 * MINUTE)
     assert [run.scheduled_for for run in await launched_runs(launcher)] == [T0 + 6 * MINUTE]
@@ -194,7 +229,7 @@ async def test_saving_an_unchanged_schedule_keeps_its_pending_slot(
 ) -> None:
     task = await scheduled_task(scheduler)
     clock.now = T0 + timedelta(milliseconds=300)  # due, but the loop has not fired it yet
-    await scheduler.set_schedule(task.id, "* * * * *", "UTC", overlap=OverlapPolicy.ALLOW)
+    await set_schedule(scheduler, task.id, "* * * * *", "UTC", overlap=OverlapPolicy.ALLOW)
     await scheduler.fire_due(clock.now)
     assert [run.scheduled_for for run in await launched_runs(launcher)] == [T0]
 
@@ -203,11 +238,11 @@ async def test_a_removed_schedule_stops_firing(
     scheduler: Scheduler, launcher: RecordingLauncher, clock: Clock
 ) -> None:
     task = await scheduled_task(scheduler)
-    await scheduler.remove_schedule(task.id)
-    assert await scheduler.schedule_json_for(task.id) is None
+    await remove_schedule(scheduler, task.id)
+    assert await schedule_json_of(scheduler, task.id) is None
     assert await scheduler.fire_due(T0 + MINUTE) == []
     with pytest.raises(NotFound):
-        await scheduler.remove_schedule(task.id)
+        await remove_schedule(scheduler, task.id)
 
 
 # overlap --------------------------------------------------------------------------------------
@@ -254,7 +289,7 @@ async def test_pausing_drops_the_waiting_slot(
     task = await scheduled_task(scheduler, overlap=OverlapPolicy.QUEUE)
     active = await busy(task)
     await scheduler.fire_due(T0)
-    await scheduler.update_schedule(task.id, enabled=False)
+    await update_schedule(scheduler, task.id, enabled=False)
     await Run.filter(id=active.id).update(status=RunStatus.SUCCEEDED)
     assert await scheduler.fire_due(T0 + 2 * MINUTE) == []
     [slot] = await slots_of(task)
@@ -276,11 +311,11 @@ async def test_overlap_allow_fires_next_to_an_active_run(
 async def test_missed_slots_fire_once_for_the_latest_within_the_deadline(
     settings: Settings, launcher: RecordingLauncher, clock: Clock
 ) -> None:
-    before = Scheduler(settings, launcher, watching_since=T0 - MINUTE)
+    before = new_scheduler(settings, launcher, watching_since=T0 - MINUTE)
     task = await scheduled_task(before)
     # The server was down from before T0 until T0+10:30; it starts and decides at once.
     restarted = T0 + 10 * MINUTE + timedelta(seconds=30)
-    after = Scheduler(settings, launcher, watching_since=restarted)
+    after = new_scheduler(settings, launcher, watching_since=restarted)
     [decision] = await after.fire_due(restarted)
 
     assert (decision.outcome, decision.slot_at) == (SlotOutcome.FIRED, T0 + 10 * MINUTE)
@@ -294,10 +329,12 @@ async def test_missed_slots_fire_once_for_the_latest_within_the_deadline(
 async def test_a_missed_slot_older_than_the_deadline_is_recorded_not_fired(
     settings: Settings, launcher: RecordingLauncher, clock: Clock
 ) -> None:
-    task = await scheduled_task(Scheduler(settings, launcher), "0 * * * *")
+    task = await scheduled_task(new_scheduler(settings, launcher), "0 * * * *")
     assert (await schedule_of(task)).next_run_at == T0
     restarted = T0 + 2 * timedelta(hours=1) + 20 * MINUTE  # latest slot 12:00, 20 min old
-    [decision] = await Scheduler(settings, launcher, watching_since=restarted).fire_due(restarted)
+    [decision] = await Scheduler(
+        settings, launcher, launcher.hub, watching_since=restarted
+    ).fire_due(restarted)
 
     assert decision.outcome is SlotOutcome.MISSED
     assert decision.slot_at == T0 + timedelta(hours=2)
@@ -310,10 +347,12 @@ async def test_a_longer_deadline_catches_up_the_same_outage(tmp_path: Path, cloc
     long = load_settings(data_dir=tmp_path / "long", schedule_missed_deadline_seconds=3600)
     database = await open_database(long)
     try:
-        launcher = RecordingLauncher(long, LogHub(long.logs_dir, long.log_max_bytes))
-        task = await scheduled_task(Scheduler(long, launcher), "0 * * * *")
+        launcher = RecordingLauncher(long, LogHub())
+        task = await scheduled_task(new_scheduler(long, launcher), "0 * * * *")
         restarted = T0 + 2 * timedelta(hours=1) + 20 * MINUTE
-        [decision] = await Scheduler(long, launcher, watching_since=restarted).fire_due(restarted)
+        [decision] = await Scheduler(
+            long, launcher, launcher.hub, watching_since=restarted
+        ).fire_due(restarted)
         assert (decision.outcome, decision.catch_up) == (SlotOutcome.FIRED, True)
         assert decision.missed_before == 2
         assert [run.scheduled_for for run in await scheduled_runs(task)] == [T0 + 2 * 60 * MINUTE]
@@ -324,9 +363,9 @@ async def test_a_longer_deadline_catches_up_the_same_outage(tmp_path: Path, cloc
 async def test_a_slot_due_just_before_start_is_a_catch_up(
     settings: Settings, launcher: RecordingLauncher, clock: Clock
 ) -> None:
-    task = await scheduled_task(Scheduler(settings, launcher))
+    task = await scheduled_task(new_scheduler(settings, launcher))
     started = T0 + timedelta(seconds=3)
-    [decision] = await Scheduler(settings, launcher, watching_since=started).fire_due(started)
+    [decision] = await new_scheduler(settings, launcher, watching_since=started).fire_due(started)
     assert (decision.outcome, decision.catch_up, decision.missed_before) == (
         SlotOutcome.FIRED,
         True,
@@ -351,17 +390,19 @@ async def test_fire_due_twice_for_the_same_instant_fires_once(
 async def test_a_crash_between_recording_and_starting_neither_doubles_nor_loses(
     settings: Settings, launcher: RecordingLauncher, clock: Clock
 ) -> None:
-    task = await scheduled_task(Scheduler(settings, launcher))
+    task = await scheduled_task(new_scheduler(settings, launcher))
     launcher.crash = True
     with pytest.raises(Crash):
-        await Scheduler(settings, launcher).fire_due(T0)
+        await new_scheduler(settings, launcher).fire_due(T0)
     # Recorded, not started, and the schedule was not advanced before the crash.
     [run] = await scheduled_runs(task)
     assert run.status is RunStatus.QUEUED
     assert (await schedule_of(task)).next_run_at == T0
 
     launcher.crash = False
-    restarted = Scheduler(settings, launcher, watching_since=T0 + timedelta(seconds=5))
+    restarted = Scheduler(
+        settings, launcher, launcher.hub, watching_since=T0 + timedelta(seconds=5)
+    )
     assert await restarted.fire_due(T0 + timedelta(seconds=5)) == []
     assert [r.id for r in await scheduled_runs(task)] == [run.id]
     assert launcher.launched == []  # RunManager.reconcile() starts queued runs at start-up
@@ -385,11 +426,14 @@ async def test_the_slot_and_its_run_commit_together_or_not_at_all(
     assert len(await slots_of(task)) == 1
 
 
-async def test_two_schedulers_racing_on_one_database_fire_each_slot_once(
+async def test_concurrent_steps_in_one_process_fire_each_slot_once(
     settings: Settings, launcher: RecordingLauncher, clock: Clock
 ) -> None:
-    tasks = [await scheduled_task(Scheduler(settings, launcher)) for _ in range(20)]
-    first, second = Scheduler(settings, launcher), Scheduler(settings, launcher)
+    tasks = [await scheduled_task(new_scheduler(settings, launcher)) for _ in range(20)]
+    first, second = (
+        new_scheduler(settings, launcher),
+        new_scheduler(settings, launcher),
+    )
     await asyncio.gather(first.fire_due(T0), second.fire_due(T0), first.fire_due(T0))
     for task in tasks:
         assert len(await scheduled_runs(task)) == 1
@@ -439,9 +483,9 @@ async def test_schedules_changed_after_planning_are_planned_again(
 ) -> None:
     untouched, paused, moved, removed = [await scheduled_task(scheduler) for _ in range(4)]
     plan = await scheduler.plan(T0)
-    await scheduler.update_schedule(paused.id, enabled=False)
-    await scheduler.update_schedule(moved.id, cron_expression="30 12 * * *")
-    await scheduler.remove_schedule(removed.id)
+    await update_schedule(scheduler, paused.id, enabled=False)
+    await update_schedule(scheduler, moved.id, cron_expression="30 12 * * *")
+    await remove_schedule(scheduler, removed.id)
     added = await scheduled_task(scheduler)  # due at T0 too, but unknown to the plan
 
     await scheduler.fire_due(T0, plan)
@@ -497,7 +541,7 @@ async def test_a_plan_is_not_used_long_after_its_instant(
 
 class PlanCountingScheduler(Scheduler):
     def __init__(self, settings: Settings, launcher: RecordingLauncher) -> None:
-        super().__init__(settings, launcher)
+        super().__init__(settings, launcher, launcher.hub)
         self.planned_for: list[datetime] = []
 
     async def plan(self, at: datetime) -> DuePlan:
@@ -516,15 +560,15 @@ async def test_the_loop_keeps_its_plan_when_woken_by_an_unrelated_change(
     settings: Settings, launcher: RecordingLauncher
 ) -> None:
     scheduler = PlanCountingScheduler(settings, launcher)
-    await scheduler.start()
+    await scheduler.open()
     try:
         task, other = await make_task(), await make_task("other")
-        await scheduler.set_schedule(task.id, "0 0 1 1 *")
+        await set_schedule(scheduler, task.id, "0 0 1 1 *")
         due = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0)
         await Schedule.filter(task_id=task.id).update(next_run_at=due)
         scheduler.wake()
         await eventually(lambda: due in scheduler.planned_for)  # planned; sleeps until due
-        await scheduler.set_schedule(other.id, "0 0 1 1 *")  # far away: changes nothing due
+        await set_schedule(scheduler, other.id, "0 0 1 1 *")  # far away: changes nothing due
         await asyncio.wait_for(launcher.event.wait(), 5)
         [run] = await launched_runs(launcher)
         assert (run.task_id, run.scheduled_for) == (task.id, due)
@@ -581,7 +625,7 @@ async def test_schedule_json_shows_five_fire_times_in_its_zone_and_utc(
     scheduler: Scheduler, clock: Clock
 ) -> None:
     task = await scheduled_task(scheduler, "0 9 * * 1-5", zone="Europe/Paris")
-    body = await scheduler.schedule_json_for(task.id)
+    body = await schedule_json_of(scheduler, task.id)
     assert body is not None
     assert body["timezone"] == "Europe/Paris"
     assert body["overlap"] == "skip" and body["enabled"] is True
@@ -598,7 +642,7 @@ async def test_schedule_json_shows_five_fire_times_in_its_zone_and_utc(
 
 async def test_setting_again_replaces_the_one_schedule(scheduler: Scheduler, clock: Clock) -> None:
     task = await scheduled_task(scheduler)
-    _, created = await scheduler.set_schedule(task.id, "@daily", "Asia/Tokyo")
+    _, created = await set_schedule(scheduler, task.id, "@daily", "Asia/Tokyo")
     assert created is False
     assert await Schedule.filter(task_id=task.id).count() == 1
     schedule = await schedule_of(task)
@@ -610,9 +654,9 @@ async def test_default_timezone_comes_from_settings(tmp_path: Path, clock: Clock
     paris = load_settings(data_dir=tmp_path / "paris", default_timezone="Europe/Paris")
     database = await open_database(paris)
     try:
-        launcher = RecordingLauncher(paris, LogHub(paris.logs_dir, paris.log_max_bytes))
+        launcher = RecordingLauncher(paris, LogHub())
         task = await make_task()
-        schedule, _ = await Scheduler(paris, launcher).set_schedule(task.id, "@daily")
+        schedule, _ = await set_schedule(new_scheduler(paris, launcher), task.id, "@daily")
         assert schedule.timezone == "Europe/Paris"
     finally:
         await close_database(database)
@@ -621,10 +665,10 @@ async def test_default_timezone_comes_from_settings(tmp_path: Path, clock: Clock
 @pytest.mark.parametrize(
     ("call", "error"),
     [
-        (lambda s, t: s.set_schedule(t, "* * *"), BadRequest),
-        (lambda s, t: s.set_schedule(t, "* * * * *", "Nowhere/Land"), BadRequest),
-        (lambda s, t: s.set_schedule(UUID(int=7), "* * * * *"), NotFound),
-        (lambda s, t: s.update_schedule(t, enabled=False), NotFound),
+        (lambda s, t: set_schedule(s, t, "* * *"), BadRequest),
+        (lambda s, t: set_schedule(s, t, "* * * * *", "Nowhere/Land"), BadRequest),
+        (lambda s, t: set_schedule(s, UUID(int=7), "* * * * *"), NotFound),
+        (lambda s, t: update_schedule(s, t, enabled=False), NotFound),
     ],
 )
 async def test_bad_schedule_changes(
@@ -640,7 +684,7 @@ async def test_a_task_without_its_script_cannot_be_scheduled(
 ) -> None:
     task = await make_task(kept=False)
     with pytest.raises(Conflict) as raised:
-        await scheduler.set_schedule(task.id, "* * * * *")
+        await set_schedule(scheduler, task.id, "* * * * *")
     assert raised.value.code == "script_not_kept"
 
 
@@ -650,11 +694,11 @@ async def test_a_task_without_its_script_cannot_be_scheduled(
 async def test_the_loop_sleeps_until_due_and_wakes_on_change(
     settings: Settings, launcher: RecordingLauncher
 ) -> None:
-    scheduler = Scheduler(settings, launcher)
-    await scheduler.start()
+    scheduler = new_scheduler(settings, launcher)
+    await scheduler.open()
     try:
         task = await make_task()
-        await scheduler.set_schedule(task.id, "0 0 1 1 *")  # far away: the loop sleeps
+        await set_schedule(scheduler, task.id, "0 0 1 1 *")  # far away: the loop sleeps
         due = datetime.now(UTC) + timedelta(milliseconds=400)
         await Schedule.filter(task_id=task.id).update(next_run_at=due)
         scheduler.wake()

@@ -46,10 +46,16 @@ def test_set_show_pause_resume_and_delete(client: httpx.Client, task_id: str) ->
     assert paused.json()["enabled"] is False
     assert paused.json()["next_run_at"] is None and paused.json()["next_run_times"] == []
 
-    resumed = client.post(url, json={"cron_expression": "@hourly", "overlap": "queue"})
+    # Setting it again changes what it names and keeps the rest: it stays paused, in Paris.
+    changed = client.post(url, json={"cron_expression": "@hourly", "overlap": "queue"})
+    assert changed.status_code == 200
+    assert (changed.json()["enabled"], changed.json()["overlap"]) == (False, "queue")
+    assert changed.json()["timezone"] == "Europe/Paris"
+    assert changed.json()["next_run_times"] == []
+
+    resumed = client.post(url, json={"cron_expression": "@hourly", "enabled": True})
     assert resumed.status_code == 200
     assert (resumed.json()["enabled"], resumed.json()["overlap"]) == (True, "queue")
-    assert resumed.json()["timezone"] == "UTC"
     assert resumed.json()["next_run_times_utc"][0].endswith(":00:00Z")
 
     deleted = client.delete(url)

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from taskdash.core.config import load_settings
 from taskdash.core.models import ScriptType, Task, Trigger
 from taskdash.logs.hub import SUBSCRIBER_BUFFER
 from taskdash.services import Services
-from taskdash.web.streams import sse_event
+from taskdash.web.sse import sse_event
 from tests.support import LiveServer, create_task, logs, wait_for, wait_run
 
 # Prints `count` numbered lines, one every `pause` seconds, after `delay` seconds.
@@ -302,9 +303,9 @@ async def test_with_no_run_yet_the_stream_waits_for_the_next_run(
     async with test_app.test_client().request(path) as connection, asyncio.timeout(60):
         await connection.send_complete()
         body = await connection.receive()
-        assert connection.status_code == 200
+        assert cast(Any, connection).status_code == 200
         assert b"no run yet" in body
-        run = await services.runs.submit(task, Trigger.API)
+        run = await services.runs.queue(task, Trigger.API)
         while b"event: end" not in body:
             body += await connection.receive()
     stream = Stream()

@@ -1,0 +1,76 @@
+"""A run's state transitions in the database, each announced on the hub when it happens.
+
+Both are guarded by the current status, so concurrent writers (a stop racing the container's
+end, a deletion) cannot move a run backwards: terminal states never change again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from taskdash.core import clock
+from taskdash.core.models import ACTIVE_STATUSES, Run, RunStatus
+from taskdash.logs.hub import LogHub
+from taskdash.logs.store import LogWriter
+
+
+def task_id_of(run: Run) -> UUID:
+    task_id = run.task_id
+    return task_id if isinstance(task_id, UUID) else UUID(str(task_id))
+
+
+class RunStates:
+    def __init__(self, hub: LogHub) -> None:
+        self.hub = hub
+
+    def announce_queued(self, run_id: UUID, task_id: UUID) -> None:
+        self.hub.publish_status(run_id, task_id, RunStatus.QUEUED)
+
+    async def mark_running(self, run: Run, *, container_id: str | None) -> bool:
+        """False when the run was stopped meanwhile (then it must not go on)."""
+        fields: dict[str, Any] = {"status": RunStatus.RUNNING, "container_id": container_id}
+        if run.started_at is None:
+            run.started_at = clock.utcnow()
+            fields["started_at"] = run.started_at
+        updated = await Run.filter(id=run.id, status__in=ACTIVE_STATUSES).update(**fields)
+        if updated and run.status is not RunStatus.RUNNING:
+            run.status = RunStatus.RUNNING
+            self.hub.publish_status(run.id, task_id_of(run), RunStatus.RUNNING)
+        return bool(updated)
+
+    async def finish(
+        self,
+        run_id: UUID,
+        status: RunStatus,
+        *,
+        exit_code: int | None = None,
+        error: str | None = None,
+        docker_info: dict[str, Any] | None = None,
+        writer: LogWriter | None = None,
+        finished_at: datetime | None = None,
+    ) -> bool:
+        """Move an active run to a terminal state; False when it was terminal already."""
+        fields: dict[str, Any] = {"status": status, "finished_at": finished_at or clock.utcnow()}
+        if exit_code is not None:
+            fields["exit_code"] = exit_code
+        if error is not None:
+            fields["error"] = error
+        if docker_info is not None:
+            fields["docker_info"] = docker_info
+        if writer is not None:
+            fields |= {
+                "log_bytes": writer.bytes,
+                "log_lines": writer.lines,
+                "log_truncated": writer.truncated,
+            }
+        updated = await Run.filter(id=run_id, status__in=ACTIVE_STATUSES).update(**fields)
+        if updated:
+            run = await Run.get(id=run_id)
+            self.hub.publish_status(run_id, task_id_of(run), status)
+        elif docker_info is not None or writer is not None:
+            # Already terminal (stopped while finishing): still keep what we learnt.
+            keep = {k: v for k, v in fields.items() if k not in ("status", "finished_at", "error")}
+            await Run.filter(id=run_id).update(**keep)
+        return bool(updated)

@@ -1,0 +1,28 @@
+"""Pure: cutting container output into log lines."""
+
+from __future__ import annotations
+
+MAX_LINE_CHARS = 16 * 1024
+
+
+def split_lines(pending: str, chunk: str) -> tuple[list[str], str]:
+    """Complete lines from `pending + chunk` and the unterminated rest.
+
+    Over-long lines are cut at MAX_LINE_CHARS so memory stays bounded whatever is printed.
+    """
+    text = pending + chunk
+    lines = text.split("\n")
+    rest = lines.pop()
+    out: list[str] = []
+    for line in lines:
+        out.extend(cut(line.removesuffix("\r")))
+    while len(rest) > MAX_LINE_CHARS:
+        out.append(rest[:MAX_LINE_CHARS])
+        rest = rest[MAX_LINE_CHARS:]
+    return out, rest
+
+
+def cut(line: str) -> list[str]:
+    if len(line) <= MAX_LINE_CHARS:
+        return [line]
+    return [line[i : i + MAX_LINE_CHARS] for i in range(0, len(line), MAX_LINE_CHARS)]

@@ -1,0 +1,97 @@
+"""Run logs on disk: an append-only file per run under the data directory.
+
+A line's number is its position in the run's file (1-based); it is also the SSE event id, so a
+follower that replays the file and then follows the hub sees every line exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Generator
+from pathlib import Path
+from uuid import UUID
+
+from taskdash.logs.hub import LogEvent, LogHub
+
+# Room kept under the cap for the line that says the log was truncated.
+TRUNCATION_NOTE_BYTES = 128
+
+
+class LogWriter:
+    """Appends one run's lines to its file, capping the stored size, and announces each line."""
+
+    def __init__(self, path: Path, run_id: UUID, max_bytes: int, hub: LogHub) -> None:
+        self.run_id = run_id
+        self.path = path
+        self.max_bytes = max_bytes
+        self._hub = hub
+        self.lines, self.bytes = repair_log_file(path)
+        self.truncated = self.bytes >= max_bytes - TRUNCATION_NOTE_BYTES
+        self._file = path.open("ab")
+
+    def write(self, lines: list[str]) -> None:
+        for line in lines:
+            if self.truncated:
+                return
+            data = (line + "\n").encode("utf-8", "replace")
+            if self.bytes + len(data) > self.max_bytes - TRUNCATION_NOTE_BYTES:
+                self.truncated = True
+                line = (
+                    f"[taskdash] log truncated: stored output is capped at {self.max_bytes} bytes"
+                )
+                data = (line + "\n").encode()
+            self._file.write(data)
+            self.bytes += len(data)
+            self.lines += 1
+            self._hub.publish(LogEvent("line", self.run_id, number=self.lines, text=line))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def repair_log_file(path: Path) -> tuple[int, int]:
+    """Drop a half-written last line (left by a crash) and count what is stored."""
+    if not path.exists():
+        return 0, 0
+    with path.open("rb+") as handle:
+        data = handle.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            handle.truncate(end)
+    return data[:end].count(b"\n"), end
+
+
+class LogStore:
+    """Owns the log directory: writers for running runs, readers for everyone else."""
+
+    def __init__(self, logs_dir: Path, max_bytes: int, hub: LogHub) -> None:
+        self.logs_dir = logs_dir
+        self.max_bytes = max_bytes
+        self.hub = hub
+        logs_dir.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, run_id: UUID) -> Path:
+        return self.logs_dir / f"{run_id}.log"
+
+    def open_writer(self, run_id: UUID) -> LogWriter:
+        return LogWriter(self.path_for(run_id), run_id, self.max_bytes, self.hub)
+
+    def read_lines(self, run_id: UUID, after: int = 0) -> Generator[tuple[int, str], None, None]:
+        """Stored lines numbered from 1, skipping the first `after`."""
+        path = self.path_for(run_id)
+        if not path.exists():
+            return
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if number > after and raw.endswith(b"\n"):
+                    yield number, raw[:-1].decode("utf-8", "replace")
+
+    def read_bytes(self, run_id: UUID) -> bytes:
+        path = self.path_for(run_id)
+        return path.read_bytes() if path.exists() else b""
+
+    def delete(self, run_id: UUID) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path_for(run_id))

@@ -1,0 +1,104 @@
+"""The one place where exceptions become HTTP responses.
+
+The API answers the one JSON error shape. A dashboard page answers the error page, or for
+htmx a message in #flash; a dashboard form that declared how it shows its own errors
+(`shows_errors`) is answered with itself, filled in, and the message next to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from quart import Quart, Response, g, request
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from taskdash.core.errors import TaskdashError
+from taskdash.web.forms import too_large
+from taskdash.web.responses import browser_asks, fragment, is_htmx, json_response, page
+
+log = logging.getLogger("taskdash")
+
+ErrorReply = Callable[[TaskdashError], Awaitable[Response | None]]
+View = TypeVar("View", bound=Callable[..., Awaitable[Any]])
+DASHBOARD = "pages"
+
+
+def shows_errors(reply: ErrorReply) -> Callable[[View], View]:
+    """Declare how a dashboard route shows its TaskdashErrors (None: as every page does)."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        async def declared(*args: Any, **kwargs: Any) -> Any:
+            g.error_reply = reply
+            return await view(*args, **kwargs)
+
+        return declared  # type: ignore[return-value]
+
+    return decorate
+
+
+def error_json(error: TaskdashError) -> Response:
+    return json_response(error.to_json(), error.status)
+
+
+async def error_page(error: TaskdashError) -> Response:
+    """The error page, or for htmx the message swapped into #flash."""
+    if is_htmx():
+        response = await fragment("_error.html", error.status, error=error)
+        response.headers["HX-Retarget"] = "#flash"
+        response.headers["HX-Reswap"] = "innerHTML"
+        return response
+    return await page("error.html", "_error.html", error.status, error=error)
+
+
+async def answer(error: TaskdashError) -> Response:
+    if request.blueprint != DASHBOARD:
+        return error_json(error)
+    reply: ErrorReply | None = g.get("error_reply")
+    if reply is not None and (declared := await reply(error)) is not None:
+        return declared
+    return await error_page(error)
+
+
+def http_error(error: HTTPException) -> TaskdashError:
+    status = error.code or 500
+    message = error.description or error.name
+    if status == 404:
+        message = f"no such endpoint: {request.method} {request.path}"
+    elif status == 405:
+        message = f"{request.method} is not allowed on {request.path}"
+    code = error.name.lower().replace(" ", "_")
+    return TaskdashError(message, code=code, status=status)
+
+
+def register_error_handlers(app: Quart) -> None:
+    @app.errorhandler(TaskdashError)
+    async def handle_taskdash_error(error: TaskdashError) -> Response:
+        return await answer(error)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def handle_validation_error(error: RequestSchemaValidationError) -> Response:
+        return await answer(TaskdashError(f"invalid request: {error.validation_error}"))
+
+    @app.errorhandler(RequestEntityTooLarge)
+    async def handle_too_large(_error: RequestEntityTooLarge) -> Response:
+        return await answer(too_large())
+
+    @app.errorhandler(HTTPException)
+    async def handle_http_error(error: HTTPException) -> Response:
+        problem = http_error(error)
+        if request.blueprint is None and browser_asks():
+            # No route matched, and a person typed or followed the URL: answer a page.
+            return await error_page(problem)
+        return await answer(problem)
+
+    @app.errorhandler(Exception)
+    async def handle_unexpected(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path, exc_info=error)
+        return error_json(
+            TaskdashError("internal server error; see the server log", code="internal", status=500)
+        )
