@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -28,10 +28,20 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     database_url: str | None = None
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
     instance_id: str | None = None
     docker_url: str | None = None
+
+    allow_anonymous: bool = False
+    allowed_hosts: str = ""
+    secret_key: str | None = None
+    session_hours: float = Field(12.0, gt=0)
+    cookie_secure: Literal["auto", "true", "false"] = "auto"
+    login_max_failures: int = Field(5, ge=1)
+    login_window_seconds: float = Field(900.0, gt=0)
+    run_rate_per_minute: int = Field(60, ge=0)
+    max_queued_runs: int = Field(1000, ge=1)
 
     python_image: str = "taskdash/python:bookworm"
     shell_image: str = "taskdash/shell:bookworm"
@@ -44,6 +54,11 @@ class Settings(BaseSettings):
     run_tmpfs_mb: int = Field(64, ge=1)
     run_network: str = "none"
     run_user: str = "1000:1000"
+    run_runtime: str | None = None
+    max_run_timeout_seconds: float = Field(86400.0, gt=0)
+    max_run_memory_mb: int = Field(4096, ge=6)
+    max_run_cpus: float = Field(default_factory=lambda: float(os.cpu_count() or 2), gt=0)
+    allowed_images: str = ""
     stop_grace_seconds: int = Field(5, ge=0)
     log_max_bytes: int = Field(10 * MIB, ge=1024)
     max_script_bytes: int = Field(1 * MIB, ge=1)
@@ -53,8 +68,13 @@ class Settings(BaseSettings):
     pip_find_links: Path | None = None
     pip_ca_bundle: Path | None = None
     pip_no_index: bool = False
-    build_network: str = "bridge"
+    pip_only_binary: bool = False
+    build_network: str = "taskdash-build"
     build_timeout_seconds: float = Field(900.0, gt=0)
+    build_memory_mb: int = Field(1024, ge=64)
+    build_pids_limit: int = Field(512, ge=16)
+    build_tmpfs_mb: int = Field(1024, ge=16)
+    build_max_mb: int = Field(2048, ge=16)
 
     default_timezone: str = "UTC"
     schedule_missed_deadline_seconds: float = Field(300.0, ge=0)
@@ -67,6 +87,28 @@ class Settings(BaseSettings):
         if value is not None and not value.exists():
             raise ValueError(f"{value} does not exist")
         return value.resolve() if value is not None else None
+
+    @model_validator(mode="after")
+    def _defaults_within_maxima(self) -> Settings:
+        for default, maximum in (
+            ("run_timeout_seconds", "max_run_timeout_seconds"),
+            ("run_memory_mb", "max_run_memory_mb"),
+            ("run_cpus", "max_run_cpus"),
+        ):
+            if getattr(self, default) > getattr(self, maximum):
+                raise ValueError(
+                    f"TASKDASH_{default.upper()}={getattr(self, default)} is above "
+                    f"TASKDASH_{maximum.upper()}={getattr(self, maximum)}"
+                )
+        return self
+
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        return tuple(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())
+
+    @property
+    def allowed_image_patterns(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.allowed_images.split(",") if name.strip())
 
     @property
     def database(self) -> str:
@@ -96,6 +138,9 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"TASKDASH_{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+            f"TASKDASH_{str(err['loc'][0]).upper()}: {err['msg']}"
+            if err["loc"]
+            else str(err["msg"]).removeprefix("Value error, ")
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None

@@ -7,15 +7,9 @@ from collections.abc import Callable, Mapping
 
 from taskdash.core.config import Settings
 from taskdash.core.errors import TaskdashError
+from taskdash.engine.build_spec import DEPS_DIR, DEPS_REPOSITORY, build_spec, requirements_key
 from taskdash.engine.docker import DockerEngine
-from taskdash.engine.spec import (
-    DEPS_DIR,
-    DEPS_REPOSITORY,
-    JOB_DIR,
-    build_spec,
-    requirements_key,
-    tar_single_file,
-)
+from taskdash.engine.spec import JOB_DIR, tar_single_file
 from taskdash.logs.lines import split_lines
 
 

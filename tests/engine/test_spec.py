@@ -8,10 +8,7 @@ from taskdash.core.config import load_settings
 from taskdash.core.models import ScriptType
 from taskdash.engine.spec import (
     Limits,
-    build_spec,
     container_config,
-    pip_command,
-    requirements_key,
     run_spec,
     script_command,
 )
@@ -43,14 +40,6 @@ def test_run_spec_is_hardened() -> None:
     assert host["Tmpfs"]["/tmp"].startswith("rw,nosuid,nodev,size=64m")
 
 
-def test_build_spec_may_use_the_network_but_not_more() -> None:
-    settings = load_settings(data_dir="/tmp/x", build_network="bridge", pip_no_index=True)
-    config = container_config(build_spec(settings, image="img", labels={}))
-    assert config["HostConfig"]["NetworkMode"] == "bridge"
-    assert config["HostConfig"]["CapAdd"] == ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
-    assert "--no-index" in config["Cmd"]
-
-
 @pytest.mark.parametrize(
     ("script_type", "script", "tail"),
     [
@@ -63,22 +52,3 @@ def test_script_command(script_type: ScriptType, script: bytes, tail: list[str])
     command = script_command(script_type, script)
     assert command[-len(tail) :] == tail
     assert command[:3] == ["/bin/sh", "-c", 'exec "$@" 2>&1']
-
-
-def test_requirements_key_ignores_order_comments_and_blank_lines() -> None:
-    assert requirements_key("img", "b\na\n") == requirements_key("img", "# x\na\n\nb")
-    assert requirements_key("img", "a") != requirements_key("other", "a")
-    assert requirements_key("img", "a==1") != requirements_key("img", "a==2")
-
-
-def test_pip_command_uses_the_configured_sources(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    settings = load_settings(
-        data_dir="/tmp/x",
-        pip_index_url="https://mirror/simple",
-        pip_extra_index_url="https://extra/simple",
-        pip_find_links=str(tmp_path),
-    )
-    command = " ".join(pip_command(settings))
-    assert "--index-url https://mirror/simple" in command
-    assert "--extra-index-url https://extra/simple" in command
-    assert "--find-links /wheels" in command
