@@ -6,6 +6,7 @@ Nothing here talks to Docker; engine/docker.py sends these specs.
 from __future__ import annotations
 
 import io
+import posixpath
 import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,11 @@ from taskdash.core.models import ScriptType, Task
 
 LABEL_PREFIX = "taskdash."
 JOB_DIR = "/job"
+TMP_DIR = "/tmp"
+# The script belongs to root and nobody may write it: the run (uid 1000) can read and execute
+# it but neither change it nor add files beside it.
+SCRIPT_UID = SCRIPT_GID = 0
+SCRIPT_MODE = 0o555
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,9 @@ class ContainerSpec:
     binds: Sequence[BindMount] = ()
     cap_add: Sequence[str] = ()
     log_max_bytes: int = 20 * 1024 * 1024
-    working_dir: str = "/tmp"
+    working_dir: str = TMP_DIR
+    image_volumes: Sequence[str] = ()
+    runtime: str | None = None
 
 
 def container_config(spec: ContainerSpec) -> dict[str, Any]:
@@ -59,9 +67,8 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "MemorySwap": spec.memory_bytes,
         "NanoCpus": spec.nano_cpus,
         "PidsLimit": spec.pids_limit,
-        "Tmpfs": (
-            {"/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_mb}m,mode=1777"} if spec.tmpfs_mb else {}
-        ),
+        "Tmpfs": tmpfs_mounts(spec),
+        "Mounts": [job_mount()] if spec.job_volume else [],
         "LogConfig": {
             "Type": "json-file",
             "Config": {"max-size": str(spec.log_max_bytes), "max-file": "1"},
@@ -69,8 +76,17 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "Binds": [f"{b.source}:{b.target}:{'ro' if b.read_only else 'rw'}" for b in spec.binds],
         "Init": True,
     }
-    config: dict[str, Any] = {
+    if spec.tmpfs_mb:
+        # /dev/shm is a tmpfs too; Docker's default size would not follow the setting.
+        host_config["ShmSize"] = spec.tmpfs_mb * MIB
+    if spec.runtime:
+        host_config["Runtime"] = spec.runtime
+    return {
         "Image": spec.image,
+        # [""] resets the image's ENTRYPOINT, so a custom image cannot wrap or replace the command.
+        "Entrypoint": [""],
+        # Nor run a HEALTHCHECK of its own inside the run.
+        "Healthcheck": {"Test": ["NONE"]},
         "Cmd": list(spec.command),
         "Labels": dict(spec.labels),
         "Env": [f"{key}={value}" for key, value in spec.env.items()],
@@ -83,13 +99,41 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "NetworkDisabled": spec.network == "none",
         "HostConfig": host_config,
     }
+
+
+def job_mount() -> dict[str, Any]:
+    """A fresh anonymous volume at /job, removed with the container. NoCopy keeps its root
+    root's 0755: the image's /job, owned by the run's user, is not copied in."""
+    return {"Type": "volume", "Target": JOB_DIR, "VolumeOptions": {"NoCopy": True}}
+
+
+def tmpfs_mounts(spec: ContainerSpec) -> dict[str, str]:
+    """/tmp, and a tmpfs over each VOLUME the image declares: the engine would otherwise give
+    each one an anonymous volume on the host's disk, unsized. Every tmpfs counts against the
+    container's memory limit."""
+    options = f"rw,nosuid,nodev,size={spec.tmpfs_mb}m" if spec.tmpfs_mb else "rw,nosuid,nodev"
+    mounts = {path: options for path in clean_paths(spec.image_volumes)}
     if spec.job_volume:
-        config["Volumes"] = {JOB_DIR: {}}
-    return config
+        mounts.pop(JOB_DIR, None)
+    if spec.tmpfs_mb:
+        mounts[TMP_DIR] = f"{options},mode=1777"
+    return mounts
+
+
+def clean_paths(paths: Sequence[str]) -> list[str]:
+    """Absolute paths cleaned as the engine's filepath.Clean does (normpath alone keeps a
+    leading "//"), so one destination is not mounted twice."""
+    return sorted({posixpath.normpath("/" + path.lstrip("/")) for path in paths if path[:1] == "/"})
+
+
+def declared_volumes(image_info: Mapping[str, Any] | None) -> list[str]:
+    """The VOLUME paths in an image's inspect data (`Config.Volumes`)."""
+    config = (image_info or {}).get("Config") or {}
+    return sorted(config.get("Volumes") or {})
 
 
 def tar_single_file(name: str, content: bytes, *, uid: int, gid: int, mode: int) -> bytes:
-    """An uncompressed tar holding one file, owned by the task's user."""
+    """An uncompressed tar holding one file with the given owner and mode."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         info = tarfile.TarInfo(name)
@@ -129,6 +173,13 @@ def script_filename(script_type: ScriptType) -> str:
     return PYTHON_SCRIPT if script_type is ScriptType.PYTHON else SHELL_SCRIPT
 
 
+def script_archive(script_type: ScriptType, script: bytes) -> bytes:
+    """The tar copied into /job: the script, read-only and root's."""
+    return tar_single_file(
+        script_filename(script_type), script, uid=SCRIPT_UID, gid=SCRIPT_GID, mode=SCRIPT_MODE
+    )
+
+
 # Docker reads stdout and stderr from two pipes, so their relative order is lost; one pipe
 # keeps the lines in the order the script printed them.
 MERGE_STDERR = ["/bin/sh", "-c", 'exec "$@" 2>&1', "taskdash"]
@@ -161,7 +212,9 @@ def run_spec(
     env: Mapping[str, str],
     limits: Limits,
     labels: Mapping[str, str],
+    image_volumes: Sequence[str] = (),
 ) -> ContainerSpec:
+    """A run's container; `image_volumes` are the VOLUME paths its image declares."""
     return ContainerSpec(
         image=image,
         command=script_command(script_type, script),
@@ -174,4 +227,6 @@ def run_spec(
         pids_limit=settings.run_pids_limit,
         tmpfs_mb=settings.run_tmpfs_mb,
         log_max_bytes=2 * settings.log_max_bytes,
+        image_volumes=tuple(image_volumes),
+        runtime=settings.run_runtime,
     )

@@ -18,12 +18,11 @@ from taskdash.engine.outcome import exit_reason, final_status
 from taskdash.engine.spec import (
     JOB_DIR,
     Limits,
+    declared_volumes,
     run_labels,
     run_spec,
-    script_filename,
-    tar_single_file,
+    script_archive,
     task_limits,
-    user_ids,
 )
 from taskdash.engine.states import RunStates
 from taskdash.logs.lines import split_lines
@@ -117,6 +116,7 @@ class Supervisor:
             return None
 
     async def _start_container(self, live: LiveRun, task: Task, image: str, script: bytes) -> str:
+        image_volumes = declared_volumes(await self.engine.image_info(image))
         spec = run_spec(
             self.settings,
             image=image,
@@ -125,15 +125,14 @@ class Supervisor:
             env=task.env or {},
             limits=task_limits(task, self.settings),
             labels=run_labels(self.settings.instance, str(task.id), str(live.run_id), "run"),
+            image_volumes=image_volumes,
         )
         container_id = await self.engine.create(spec, name=f"taskdash-{live.run_id}")
         live.container_id = container_id
-        uid, gid = user_ids(self.settings.run_user)
-        archive = tar_single_file(
-            script_filename(task.script_type), script, uid=uid, gid=gid, mode=0o755
-        )
         try:
-            await self.engine.put_file(container_id, JOB_DIR, archive)
+            await self.engine.put_file(
+                container_id, JOB_DIR, script_archive(task.script_type, script)
+            )
             if live.stop_requested:
                 raise Conflict("stopped before start")
             await self.engine.start(container_id)
