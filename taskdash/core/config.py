@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     run_pids_limit: int = Field(256, ge=8)
     run_tmpfs_mb: int = Field(64, ge=1)
     run_network: str = "none"
-    run_user: str = "1000:1000"
+    run_user: str = Field("1000:1000", pattern=r"^[0-9]+:[0-9]+$")
     run_runtime: str | None = None
     max_run_timeout_seconds: float = Field(86400.0, gt=0)
     max_run_memory_mb: int = Field(4096, ge=6)

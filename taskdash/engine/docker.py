@@ -166,3 +166,54 @@ class DockerEngine:
             ContainerSummary(id=str(c.id), labels=dict(c["Labels"] or {}), state=str(c["State"]))
             for c in found
         ]
+
+    # requirements builds ---
+
+    async def container_size(self, container_id: str) -> int | None:
+        """Bytes the container wrote into its own layer (SizeRw: what a commit would keep;
+        not its tmpfs or volumes); None when it is gone. The engine walks the layer's files
+        to answer, so the cost grows with what was written."""
+        try:
+            info = await self.docker.containers.container(container_id).show(size=True)
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise _engine_error(exc, "measure the container") from None
+        return int(info.get("SizeRw") or 0)
+
+    async def commit_image(
+        self,
+        container_id: str,
+        repository: str,
+        tag: str,
+        *,
+        config: Mapping[str, Any],
+        comment: str,
+    ) -> None:
+        """Commit with `config` as the image's config instead of the container's (the engine
+        fills only the fields `config` leaves empty from the container's)."""
+        try:
+            await self.docker.containers.container(container_id).commit(
+                repository=repository, tag=tag, config=dict(config), message=comment, pause=False
+            )
+        except DockerError as exc:
+            raise _engine_error(exc, "save the requirements image") from None
+
+    async def network_info(self, name: str) -> dict[str, Any] | None:
+        try:
+            network = await self.docker.networks.get(name)
+            return await network.show()
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise _engine_error(exc, f"inspect network {name}") from None
+
+    async def create_network(self, config: Mapping[str, Any]) -> bool:
+        """Create a network; False when one of that name already exists."""
+        try:
+            await self.docker.networks.create(dict(config))
+        except DockerError as exc:
+            if exc.status == 409:
+                return False
+            raise _engine_error(exc, f"create network {config.get('Name')}") from None
+        return True

@@ -73,3 +73,17 @@ def test_requirements_from_the_real_index_through_the_ca_bundle(
         text = logs(http, created["task_id"])
     assert run["status"] == "succeeded", text
     assert text.splitlines()[-1] == "six 1.16.0"
+
+
+def test_a_wheel_folder_the_build_user_cannot_read_fails_saying_so(
+    make_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    folder = tmp_path / "private-wheels"
+    folder.mkdir(mode=0o700)
+    live = make_server(pip_find_links=str(folder))
+    with live.client() as http:
+        created = create_task(http, SCRIPT, requirements="tdprobe\n")
+        run = wait_run(http, created["task_id"], created["run_id"], timeout=60)
+        text = logs(http, created["task_id"])
+    assert run["status"] == "failed"
+    assert f"TASKDASH_PIP_FIND_LINKS={folder} is not readable by the build's user 1000:1000" in text
