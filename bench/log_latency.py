@@ -72,7 +72,7 @@ Follow = Callable[[LiveServer, str, Follower], Awaitable[None]]
 
 async def follow_socket(server: LiveServer, path: str, follower: Follower) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(f"GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     while not follower.ended and (data := await reader.read(1 << 16)):

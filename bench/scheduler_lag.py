@@ -31,6 +31,7 @@ from uuid import UUID
 
 from taskdash.core.clock import utcnow
 from taskdash.core.config import Settings, load_settings
+from taskdash.core.crypto import load_keys
 from taskdash.core.db import close_database, open_database
 from taskdash.core.models import (
     ACTIVE_STATUSES,
@@ -195,9 +196,8 @@ async def container_lags(count: int) -> tuple[list[float], float, int]:
         engine = DockerEngine(settings.docker_url)
         await engine.open()
         hub = LogHub()
-        runs = RunManager(
-            settings, engine, LogStore(settings.logs_dir, settings.log_max_bytes, hub)
-        )
+        logs = LogStore(settings.logs_dir, settings.log_max_bytes, hub)
+        runs = RunManager(settings, engine, logs, load_keys(settings))
         scheduler = Scheduler(settings, runs, hub)
         try:
             await runs.open()

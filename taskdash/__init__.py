@@ -8,10 +8,14 @@ from quart import Quart
 from quart_schema import QuartSchema
 
 from taskdash.core.config import Settings, load_settings
+from taskdash.core.crypto import Keys, load_keys
 from taskdash.services import open_services
+from taskdash.web.account import account
 from taskdash.web.api import api
+from taskdash.web.auth import register_auth
 from taskdash.web.errors import register_error_handlers
 from taskdash.web.filters import register_filters
+from taskdash.web.headers import register_headers
 from taskdash.web.pages import pages
 from taskdash.web.schedules import schedules
 from taskdash.web.streams import streams
@@ -30,24 +34,28 @@ def create_app(settings: Settings | None = None) -> Quart:
         scalar_ui_path=None,
         info={"title": "taskdash", "version": "1.0"},
     )
+    keys = load_keys(settings)
+    register_auth(app, keys.session_key, int(settings.session_hours * 3600))
+    register_headers(app)
     # Registration order matters only for `GET /<task_id>`, which must come after the pages.
+    app.register_blueprint(account)
     app.register_blueprint(pages)
     app.register_blueprint(streams)
     app.register_blueprint(schedules)
     app.register_blueprint(api)
     register_filters(app)
     register_error_handlers(app)
-    register_lifecycle(app, settings)
+    register_lifecycle(app, settings, keys)
     return app
 
 
-def register_lifecycle(app: Quart, settings: Settings) -> None:
+def register_lifecycle(app: Quart, settings: Settings, keys: Keys) -> None:
     """Open the services before serving; close them in reverse after, each even if one fails."""
     shutdown = contextlib.AsyncExitStack()
 
     @app.before_serving
     async def start_services() -> None:
-        app.extensions["taskdash"] = await open_services(settings, shutdown)
+        app.extensions["taskdash"] = await open_services(settings, keys, shutdown)
 
     @app.after_serving
     async def stop_services() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import signal
 
 from hypercorn.asyncio import serve as hypercorn_serve
@@ -17,7 +18,9 @@ from hypercorn.config import Config
 from quart import Quart
 
 from taskdash import create_app
-from taskdash.core.config import ConfigError, load_settings
+from taskdash.core.config import ConfigError, Settings, load_settings
+from taskdash.core.db import close_database, open_database
+from taskdash.operations.accounts import credentials_exist
 from taskdash.services import Services
 
 
@@ -50,7 +53,40 @@ def main() -> None:
         help="host:port (default TASKDASH_HOST:TASKDASH_PORT)",
     )
     args = parser.parse_args()
+    refusal = asyncio.run(why_not_serve(settings, args.bind))
+    if refusal:
+        raise SystemExit(refusal)
     asyncio.run(serve(create_app(settings), args.bind))
+
+
+async def why_not_serve(settings: Settings, bind: str) -> str | None:
+    """Why binding `bind` would let anyone who reaches it run code; None when it would not."""
+    host = bind.rpartition(":")[0].strip("[]") if ":" in bind else bind
+    if settings.allow_anonymous or is_loopback_host(host):
+        return None
+    database = await open_database(settings)
+    try:
+        if await credentials_exist():
+            return None
+    finally:
+        await close_database(database)
+    return (
+        f"taskdash: refusing to listen on {bind} without credentials: anyone who can reach it "
+        "could run code on this machine. Create an admin first:\n"
+        "    .venv/bin/python -m taskdash user add NAME --role admin\n"
+        "(or an API token: .venv/bin/python -m taskdash token create NAME --role operator), "
+        "listen on 127.0.0.1, or set TASKDASH_ALLOW_ANONYMOUS=true to serve without "
+        "credentials."
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

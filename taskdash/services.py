@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from tortoise.context import TortoiseContext
 
 from taskdash.core.config import Settings
+from taskdash.core.crypto import Keys
 from taskdash.core.db import close_database, open_database
 from taskdash.core.errors import TaskdashError
+from taskdash.core.ratelimit import SlidingWindow
 from taskdash.engine.docker import DockerEngine
 from taskdash.engine.runs import RunManager
 from taskdash.logs.hub import LogHub
@@ -31,9 +33,15 @@ class Services:
     runs: RunManager
     scheduler: Scheduler
     schedules: ScheduleBook
+    keys: Keys
+    # Failed logins by name and by client; runs started per user or token.
+    login_failures: SlidingWindow
+    run_starts: SlidingWindow
 
 
-async def open_services(settings: Settings, stack: contextlib.AsyncExitStack) -> Services:
+async def open_services(
+    settings: Settings, keys: Keys, stack: contextlib.AsyncExitStack
+) -> Services:
     """Database -> engine client -> runs (reconciled) -> scheduler; each one's close is pushed
     on `stack`, so closing it stops them in reverse order, each even if another fails."""
     database = await open_database(settings)
@@ -43,7 +51,7 @@ async def open_services(settings: Settings, stack: contextlib.AsyncExitStack) ->
     stack.push_async_callback(engine.close)
     hub = LogHub()
     logs = LogStore(settings.logs_dir, settings.log_max_bytes, hub)
-    runs = RunManager(settings, engine, logs)
+    runs = RunManager(settings, engine, logs, keys)
     await report_images(engine, settings)
     await runs.open()
     stack.push_async_callback(runs.close)
@@ -51,7 +59,19 @@ async def open_services(settings: Settings, stack: contextlib.AsyncExitStack) ->
     await scheduler.open()
     stack.push_async_callback(scheduler.close)
     schedules = ScheduleBook(settings, scheduler.wake)
-    return Services(settings, database, engine, hub, logs, runs, scheduler, schedules)
+    return Services(
+        settings,
+        database,
+        engine,
+        hub,
+        logs,
+        runs,
+        scheduler,
+        schedules,
+        keys,
+        login_failures=SlidingWindow(settings.login_max_failures, settings.login_window_seconds),
+        run_starts=SlidingWindow(settings.run_rate_per_minute, 60.0),
+    )
 
 
 async def report_images(engine: DockerEngine, settings: Settings) -> None:

@@ -67,9 +67,13 @@ class LiveServer:
         return env | self.extra_env
 
     def start(self, *, healthy: bool = True) -> LiveServer:
+        return self.start_on("127.0.0.1", healthy=healthy)
+
+    def start_on(self, host: str, *, healthy: bool = True) -> LiveServer:
+        """Listen on `host` (the tests still reach it through 127.0.0.1)."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "taskdash.serve", "--bind", f"127.0.0.1:{self.port}"],
+            [sys.executable, "-m", "taskdash.serve", "--bind", f"{host}:{self.port}"],
             cwd=REPO,
             env=self.environment(),
             stdout=log,
@@ -196,3 +200,36 @@ def logs(client: httpx.Client, task_id: str, run_id: str | None = None) -> str:
     response = client.get(f"/task/{task_id}/logs", params=params)
     assert response.status_code == 200, response.text
     return response.text
+
+
+def taskdash_cli(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`python -m taskdash ...` against the database in `data_dir`, as an operator runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKDASH_")}
+    env["TASKDASH_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "taskdash", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def add_user(data_dir: Path, name: str, password: str, role: str) -> None:
+    done = taskdash_cli(
+        data_dir, "user", "add", name, "--role", role, "--password-stdin", stdin=password + "\n"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def add_token(data_dir: Path, name: str, role: str, user: str | None = None) -> str:
+    owner = ["--user", user] if user else []
+    done = taskdash_cli(data_dir, "token", "create", name, "--role", role, *owner)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}

@@ -12,13 +12,22 @@ class TaskdashError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         if status is not None:
             self.status = status
+        # Response headers the error's answer needs (Retry-After, WWW-Authenticate).
+        self.headers = dict(headers or {})
 
     def to_json(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "status": self.status}}
@@ -27,6 +36,18 @@ class TaskdashError(Exception):
 class BadRequest(TaskdashError):
     status = 400
     code = "bad_request"
+
+
+class Unauthenticated(TaskdashError):
+    """No valid credentials: log in, or send `Authorization: Bearer <token>`."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(TaskdashError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(TaskdashError):
@@ -42,6 +63,16 @@ class Conflict(TaskdashError):
 class PayloadTooLarge(TaskdashError):
     status = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(TaskdashError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None):
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, code=code, headers={"Retry-After": str(seconds)})
+        self.retry_after = seconds
 
 
 class UnsupportedMediaType(TaskdashError):

@@ -39,6 +39,30 @@ class Trigger(StrEnum):
     SCHEDULE = "schedule"
 
 
+class Role(StrEnum):
+    """What a user or token may do; each role may do what the ones before it may."""
+
+    VIEWER = "viewer"  # read tasks, runs, logs; follow streams
+    OPERATOR = "operator"  # also create, run, stop, schedule, delete
+    ADMIN = "admin"  # also users and every token
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role | str) -> bool:
+        return self.rank >= Role(needed).rank
+
+
+class ActorKind(StrEnum):
+    """Who started a run."""
+
+    USER = "user"
+    TOKEN = "token"
+    SCHEDULE = "schedule"
+    ANONYMOUS = "anonymous"
+
+
 class OverlapPolicy(StrEnum):
     SKIP = "skip"
     QUEUE = "queue"
@@ -58,6 +82,8 @@ class Task(Model):
     timeout_seconds = fields.FloatField(null=True)
     memory_mb = fields.IntField(null=True)
     cpus = fields.FloatField(null=True)
+    # Env values that are never shown again: a JSON object encrypted with the installation's key.
+    secret_env = fields.BinaryField(null=True)
     # The newest run, kept here so listing tasks with their status is one indexed lookup.
     last_run_id = fields.UUIDField(null=True)
     created_at = fields.DatetimeField(default=utcnow, db_index=True)
@@ -95,6 +121,8 @@ class Run(Model):
     # Set for runs fired by a schedule: the slot they were fired for.
     scheduled_for = fields.DatetimeField(null=True)
     catch_up = fields.BooleanField(default=False)
+    started_by_kind = fields.CharEnumField(ActorKind, max_length=16, default=ActorKind.ANONYMOUS)
+    started_by_name = fields.CharField(max_length=64, default="")
 
     task_id: object
 
@@ -163,3 +191,59 @@ class ScheduleSlot(Model):
         table = "schedule_slot"
         unique_together = (("task", "slot_at"),)
         indexes = (("outcome", "slot_at"),)
+
+
+class User(Model):
+    """A person who logs in to the dashboard."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    # argon2id, with its parameters and salt in the string.
+    password_hash = fields.CharField(max_length=255)
+    role = fields.CharEnumField(Role, max_length=16, default=Role.VIEWER)
+    created_at = fields.DatetimeField(default=utcnow)
+    updated_at = fields.DatetimeField(default=utcnow)
+
+    class Meta:
+        table = "account"  # `user` is a reserved word in PostgreSQL
+
+
+class ApiToken(Model):
+    """A bearer token for the API: only the SHA-256 of its secret is stored."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    # The user it acts for (its role never exceeds theirs); null for a service token.
+    user: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "taskdash.User", related_name="tokens", null=True, on_delete=fields.CASCADE
+    )
+    role = fields.CharEnumField(Role, max_length=16, default=Role.VIEWER)
+    secret_hash = fields.CharField(max_length=64, unique=True)
+    # The first characters of the secret, so a person can tell their tokens apart.
+    hint = fields.CharField(max_length=16)
+    created_at = fields.DatetimeField(default=utcnow)
+    last_used_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    user_id: int | None
+
+    class Meta:
+        table = "api_token"
+
+
+class UserSession(Model):
+    """A dashboard login: the cookie carries its secret, whose SHA-256 is stored here."""
+
+    id = fields.IntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "taskdash.User", related_name="sessions", on_delete=fields.CASCADE
+    )
+    secret_hash = fields.CharField(max_length=64, unique=True)
+    csrf_token = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField(default=utcnow)
+    expires_at = fields.DatetimeField(db_index=True)
+
+    user_id: int
+
+    class Meta:
+        table = "user_session"

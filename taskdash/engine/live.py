@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 
@@ -17,3 +17,5 @@ class LiveRun:
     container_id: str | None = None
     stop_requested: bool = False
     job: asyncio.Task[None] | None = None
+    # The task's secret env, decrypted for this run: given to the container, masked in logs.
+    secrets: dict[str, str] = field(default_factory=dict)

@@ -12,12 +12,15 @@ from uuid import UUID
 
 from taskdash.core import clock
 from taskdash.core.config import Settings
+from taskdash.core.crypto import Keys
 from taskdash.core.errors import Conflict, TaskdashError
 from taskdash.core.models import ACTIVE_STATUSES, Run, RunStatus, Task, Trigger
+from taskdash.core.principal import Principal
 from taskdash.engine.docker import DockerEngine
 from taskdash.engine.limiter import FifoLimiter
 from taskdash.engine.live import LiveRun
 from taskdash.engine.reconcile import reconcile
+from taskdash.engine.redact import env_names, redact_env
 from taskdash.engine.states import RunStates, task_id_of
 from taskdash.engine.supervisor import Supervisor
 from taskdash.logs.store import LogStore
@@ -31,13 +34,15 @@ SCRIPT_NOT_KEPT = (
 
 
 class RunManager:
-    def __init__(self, settings: Settings, engine: DockerEngine, logs: LogStore) -> None:
+    def __init__(
+        self, settings: Settings, engine: DockerEngine, logs: LogStore, keys: Keys
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.hub = logs.hub
         self.states = RunStates(logs.hub)
         self.limiter = FifoLimiter(settings.max_concurrent_runs)
-        self.supervisor = Supervisor(settings, engine, logs, self.states, self.limiter)
+        self.supervisor = Supervisor(settings, engine, logs, self.states, self.limiter, keys)
         self._live: dict[UUID, LiveRun] = {}
         self._reconciler: asyncio.Task[None] | None = None
 
@@ -87,15 +92,23 @@ class RunManager:
 
     # operations ------------------------------------------------------------------------------
 
-    async def queue(self, task: Task, trigger: Trigger, *, script: bytes | None = None) -> Run:
-        """Record a queued run of `task` and execute it once a slot is free.
+    async def queue(
+        self, task: Task, trigger: Trigger, by: Principal, *, script: bytes | None = None
+    ) -> Run:
+        """Record a queued run of `task`, started by `by`, and execute it once a slot is free.
 
         `script` is a streamed script (upload=false) that the task does not keep.
         """
         if script is None and task.script is None:
             raise Conflict(SCRIPT_NOT_KEPT, code="script_not_kept")
         image = self.settings.image_for(task.script_type, task.image)
-        run = await Run.create(task=task, trigger=trigger, image=image)
+        run = await Run.create(
+            task=task,
+            trigger=trigger,
+            image=image,
+            started_by_kind=by.kind,
+            started_by_name=by.name,
+        )
         await Task.filter(id=task.id).update(last_run_id=run.id, updated_at=clock.utcnow())
         task.last_run_id = run.id
         self.execute(run.id, task.id, script=script)
@@ -145,10 +158,15 @@ class RunManager:
                     await asyncio.wait_for(asyncio.shield(live.job), 20)
 
     async def live_inspect(self, run: Run) -> dict[str, Any] | None:
-        """The container's inspect data while the run is running; None otherwise."""
+        """The container's inspect data while the run is running (secret values masked);
+        None otherwise."""
         if run.status is not RunStatus.RUNNING or not run.container_id:
             return None
-        return await self.engine.inspect(run.container_id)
+        info = await self.engine.inspect(run.container_id)
+        live = self._live.get(run.id)
+        if live is None:  # not supervised by this process: mask every env value
+            return redact_env(info, env_names(info))
+        return redact_env(info, live.secrets)
 
     # ownership -------------------------------------------------------------------------------
 

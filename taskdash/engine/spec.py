@@ -155,11 +155,14 @@ class Limits:
 
 
 def task_limits(task: Task, settings: Settings) -> Limits:
-    """The task's own limits, else the installation's defaults."""
+    """The task's own limits, else the installation's defaults; never above the maxima (a task
+    stored before they were lowered gets the maximum)."""
     return Limits(
-        timeout_seconds=task.timeout_seconds or settings.run_timeout_seconds,
-        memory_mb=task.memory_mb or settings.run_memory_mb,
-        cpus=task.cpus or settings.run_cpus,
+        timeout_seconds=min(
+            task.timeout_seconds or settings.run_timeout_seconds, settings.max_run_timeout_seconds
+        ),
+        memory_mb=min(task.memory_mb or settings.run_memory_mb, settings.max_run_memory_mb),
+        cpus=min(task.cpus or settings.run_cpus, settings.max_run_cpus),
     )
 
 

@@ -8,6 +8,7 @@ import logging
 
 from taskdash.core import clock
 from taskdash.core.config import Settings
+from taskdash.core.crypto import Keys, SecretsUnreadable
 from taskdash.core.errors import Conflict, TaskdashError
 from taskdash.core.models import Run, RunStatus, ScriptType, Task
 from taskdash.engine.deps import BuildFailed, DepsBuilder
@@ -15,6 +16,7 @@ from taskdash.engine.docker import DockerEngine
 from taskdash.engine.limiter import FifoLimiter
 from taskdash.engine.live import LiveRun
 from taskdash.engine.outcome import exit_reason, final_status
+from taskdash.engine.redact import redact_env
 from taskdash.engine.spec import (
     JOB_DIR,
     Limits,
@@ -44,13 +46,18 @@ class Supervisor:
         logs: LogStore,
         states: RunStates,
         limiter: FifoLimiter,
+        keys: Keys,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.logs = logs
         self.states = states
         self.limiter = limiter
+        self.keys = keys
         self.deps = DepsBuilder(settings, engine)
+
+    def secrets_of(self, task: Task) -> dict[str, str]:
+        return self.keys.unseal(task.secret_env) if task.secret_env else {}
 
     async def execute(self, live: LiveRun) -> None:
         """A queued run, once a slot is free: prepare, start and follow its container."""
@@ -63,7 +70,12 @@ class Supervisor:
             if script is None:
                 await self.states.finish(run.id, RunStatus.ERROR, error=NOT_KEPT)
                 return
-            writer = self.logs.open_writer(run.id)
+            try:
+                live.secrets = self.secrets_of(task)
+            except SecretsUnreadable as exc:
+                await self.states.finish(run.id, RunStatus.ERROR, error=str(exc))
+                return
+            writer = self.logs.open_writer(run.id, masks=list(live.secrets.values()))
             try:
                 if not await self.states.mark_running(run, container_id=None):
                     return
@@ -84,7 +96,11 @@ class Supervisor:
     async def resume(self, live: LiveRun, run: Run, container_id: str) -> None:
         """A run left `running` by an earlier process, re-attached to its container; its log
         continues after the last stored line. Its limiter slot was taken by the caller."""
-        writer = self.logs.open_writer(run.id)
+        try:
+            live.secrets = self.secrets_of(run.task)
+        except SecretsUnreadable:
+            live.secrets = {}
+        writer = self.logs.open_writer(run.id, masks=list(live.secrets.values()))
         log.info("re-attaching run %s to container %s", run.id, container_id[:12])
         try:
             limits = task_limits(run.task, self.settings)
@@ -122,7 +138,7 @@ class Supervisor:
             image=image,
             script_type=task.script_type,
             script=script,
-            env=task.env or {},
+            env={**(task.env or {}), **live.secrets},
             limits=task_limits(task, self.settings),
             labels=run_labels(self.settings.instance, str(task.id), str(live.run_id), "run"),
             image_volumes=image_volumes,
@@ -175,7 +191,7 @@ class Supervisor:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
-        info = await self.engine.inspect(container_id)
+        info = redact_env(await self.engine.inspect(container_id), live.secrets)
         status = final_status(exit_code, stop_requested=live.stop_requested, timed_out=timed_out)
         error = exit_reason(info, limits.memory_mb)
         if timed_out:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 MAX_LINE_CHARS = 16 * 1024
 
 
@@ -26,3 +28,26 @@ def cut(line: str) -> list[str]:
     if len(line) <= MAX_LINE_CHARS:
         return [line]
     return [line[i : i + MAX_LINE_CHARS] for i in range(0, len(line), MAX_LINE_CHARS)]
+
+
+MASK = "***"
+
+
+def masker(secrets: list[str]) -> Callable[[str], str]:
+    """Replaces every secret value in a line with ***; the longest first, so a secret that
+    contains another is masked whole. Multi-line secrets are masked line by line."""
+    parts = sorted(
+        {part for secret in secrets for part in secret.splitlines() if part.strip()},
+        key=len,
+        reverse=True,
+    )
+    if not parts:
+        return lambda line: line
+
+    def mask(line: str) -> str:
+        for part in parts:
+            if part in line:
+                line = line.replace(part, MASK)
+        return line
+
+    return mask

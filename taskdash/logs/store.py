@@ -13,6 +13,7 @@ from pathlib import Path
 from uuid import UUID
 
 from taskdash.logs.hub import LogEvent, LogHub
+from taskdash.logs.lines import masker
 
 # Room kept under the cap for the line that says the log was truncated.
 TRUNCATION_NOTE_BYTES = 128
@@ -21,19 +22,24 @@ TRUNCATION_NOTE_BYTES = 128
 class LogWriter:
     """Appends one run's lines to its file, capping the stored size, and announces each line."""
 
-    def __init__(self, path: Path, run_id: UUID, max_bytes: int, hub: LogHub) -> None:
+    def __init__(
+        self, path: Path, run_id: UUID, max_bytes: int, hub: LogHub, masks: list[str]
+    ) -> None:
         self.run_id = run_id
         self.path = path
         self.max_bytes = max_bytes
         self._hub = hub
+        # Secret values never reach the file or a follower.
+        self._mask = masker(masks)
         self.lines, self.bytes = repair_log_file(path)
         self.truncated = self.bytes >= max_bytes - TRUNCATION_NOTE_BYTES
         self._file = path.open("ab")
 
     def write(self, lines: list[str]) -> None:
-        for line in lines:
+        for raw in lines:
             if self.truncated:
                 return
+            line = self._mask(raw)
             data = (line + "\n").encode("utf-8", "replace")
             if self.bytes + len(data) > self.max_bytes - TRUNCATION_NOTE_BYTES:
                 self.truncated = True
@@ -75,8 +81,9 @@ class LogStore:
     def path_for(self, run_id: UUID) -> Path:
         return self.logs_dir / f"{run_id}.log"
 
-    def open_writer(self, run_id: UUID) -> LogWriter:
-        return LogWriter(self.path_for(run_id), run_id, self.max_bytes, self.hub)
+    def open_writer(self, run_id: UUID, masks: list[str] | None = None) -> LogWriter:
+        """A writer for the run's log; each of `masks` is written as *** wherever it appears."""
+        return LogWriter(self.path_for(run_id), run_id, self.max_bytes, self.hub, masks or [])
 
     def read_lines(self, run_id: UUID, after: int = 0) -> Generator[tuple[int, str], None, None]:
         """Stored lines numbered from 1, skipping the first `after`."""

@@ -23,7 +23,15 @@ from tortoise import connections
 
 from taskdash.core.bulk import BulkInsert, BulkUpdate, Table, placeholder
 from taskdash.core.config import Settings
-from taskdash.core.models import Run, RunStatus, Schedule, ScheduleSlot, Task, Trigger
+from taskdash.core.models import (
+    ActorKind,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleSlot,
+    Task,
+    Trigger,
+)
 from taskdash.scheduling.cron import DueSlots
 from taskdash.scheduling.decide import CronMemo, Decision, DueSchedule, decide
 
@@ -152,7 +160,7 @@ SLOT_COLUMNS = (
 )  # fmt: skip
 RUN_COLUMNS = (
     "id", "task_id", "status", "trigger", "image", "queued_at", "scheduled_for", "catch_up",
-    "log_bytes", "log_lines", "log_truncated",
+    "log_bytes", "log_lines", "log_truncated", "started_by_kind", "started_by_name",
 )  # fmt: skip
 
 
@@ -203,6 +211,7 @@ class Statements:
                 "image": image,
                 "scheduled_for": decision.slot_at,
                 "catch_up": decision.catch_up,
+                "started_by_kind": ActorKind.SCHEDULE,
             }
         )
 

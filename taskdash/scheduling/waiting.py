@@ -9,7 +9,7 @@ from uuid import UUID
 from tortoise.transactions import in_transaction
 
 from taskdash.core.config import Settings
-from taskdash.core.models import Run, ScheduleSlot, SlotOutcome, Task, Trigger
+from taskdash.core.models import ActorKind, Run, ScheduleSlot, SlotOutcome, Task, Trigger
 from taskdash.scheduling.decide import Decision
 from taskdash.scheduling.record import active_task_ids
 
@@ -57,6 +57,7 @@ class WaitingSlots:
                     image=self.settings.image_for(task.script_type, task.image),
                     scheduled_for=slot.slot_at,
                     catch_up=slot.catch_up,
+                    started_by_kind=ActorKind.SCHEDULE,
                 )
                 taken = await ScheduleSlot.filter(id=slot.id, outcome=SlotOutcome.WAITING).update(
                     outcome=SlotOutcome.FIRED, run_id=run.id, reason=STARTED_AFTER

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 from quart_schema import DataSource, document_querystring, document_request, document_response
 
-from taskdash.core.models import ScriptType, Task, Trigger
+from taskdash.core.models import Role, ScriptType, Task, Trigger
 from taskdash.engine.spec import task_limits
 from taskdash.operations.health import check_health
 from taskdash.operations.runs import (
@@ -23,8 +23,10 @@ from taskdash.operations.tasks import (
     get_task,
     list_tasks,
     run_task,
+    secret_names,
     stop_task,
 )
+from taskdash.web.auth import allow, asking, public
 from taskdash.web.context import services
 from taskdash.web.forms import parse_new_task, parse_page, parse_uuid, read_form
 from taskdash.web.responses import json_response
@@ -40,6 +42,7 @@ from taskdash.web.schemas import (
     TaskCreateForm,
     TaskDetailOut,
     TaskOut,
+    WhoAmIOut,
     schedule_json,
 )
 
@@ -53,7 +56,7 @@ async def task_of(task_id: str) -> Task:
 async def create_from_request(script_type: ScriptType) -> Response:
     form, files = await read_form()
     new = parse_new_task(script_type, form, files, services().settings.max_script_bytes)
-    task, run = await create_task(services(), new, Trigger.API)
+    task, run = await create_task(services(), new, Trigger.API, asking())
     body = TaskCreatedOut(
         message="Task created and started" if new.upload else "Script streamed and started",
         script_type=task.script_type,
@@ -65,6 +68,7 @@ async def create_from_request(script_type: ScriptType) -> Response:
 
 
 @api.post("/task/py")
+@allow(Role.OPERATOR)
 @document_request(TaskCreateForm, source=DataSource.FORM_MULTIPART)
 @document_response(TaskCreatedOut, 201)
 @document_response(ErrorOut, 400)
@@ -74,6 +78,7 @@ async def create_python_task() -> Response:
 
 
 @api.post("/task/sh")
+@allow(Role.OPERATOR)
 @document_request(TaskCreateForm, source=DataSource.FORM_MULTIPART)
 @document_response(TaskCreatedOut, 201)
 @document_response(ErrorOut, 400)
@@ -83,6 +88,7 @@ async def create_shell_task() -> Response:
 
 
 @api.get("/task/")
+@allow(Role.VIEWER)
 @document_querystring(Pagination)
 @document_response(list[TaskOut])
 async def list_all_tasks() -> Response:
@@ -103,6 +109,7 @@ async def list_all_tasks() -> Response:
 
 
 @api.get("/task/<task_id>")
+@allow(Role.VIEWER)
 @document_response(TaskDetailOut)
 @document_response(ErrorOut, 404)
 async def task_detail(task_id: str) -> Response:
@@ -117,6 +124,7 @@ async def task_detail(task_id: str) -> Response:
         script_filename=task.script_filename,
         requirements=task.requirements,
         env=task.env or {},
+        secret_env={name: "***" for name in secret_names(services(), task)},
         timeout_seconds=limits.timeout_seconds,
         memory_mb=limits.memory_mb,
         cpus=limits.cpus,
@@ -126,17 +134,19 @@ async def task_detail(task_id: str) -> Response:
 
 
 @api.put("/task/<task_id>")
+@allow(Role.OPERATOR)
 @document_response(RunStartedOut, 202)
 @document_response(ErrorOut, 409)
 async def start_run(task_id: str) -> Response:
     """Start a new run of a stored task."""
     task = await task_of(task_id)
-    run = await run_task(services(), task, Trigger.API)
+    run = await run_task(services(), task, Trigger.API, asking())
     body = RunStartedOut(message="Task started", task_id=task.id, run_id=run.id, status=run.status)
     return json_response(body, 202)
 
 
 @api.delete("/task/<task_id>")
+@allow(Role.OPERATOR)
 @document_response(MessageOut)
 @document_response(ErrorOut, 404)
 async def remove_task(task_id: str) -> Response:
@@ -147,6 +157,7 @@ async def remove_task(task_id: str) -> Response:
 
 
 @api.post("/task/<task_id>/stop")
+@allow(Role.OPERATOR)
 @document_response(RunOut)
 @document_response(ErrorOut, 409)
 async def stop_run(task_id: str) -> Response:
@@ -156,6 +167,7 @@ async def stop_run(task_id: str) -> Response:
 
 
 @api.get("/task/<task_id>/runs")
+@allow(Role.VIEWER)
 @document_querystring(Pagination)
 @document_response(list[RunOut])
 async def task_runs(task_id: str) -> Response:
@@ -167,6 +179,7 @@ async def task_runs(task_id: str) -> Response:
 
 
 @api.get("/task/<task_id>/runs/<run_id>")
+@allow(Role.VIEWER)
 @document_response(RunOut)
 @document_response(ErrorOut, 404)
 async def task_run(task_id: str, run_id: str) -> Response:
@@ -176,6 +189,7 @@ async def task_run(task_id: str, run_id: str) -> Response:
 
 
 @api.get("/task/<task_id>/logs")
+@allow(Role.VIEWER)
 @document_response(ErrorOut, 404)
 async def task_logs(task_id: str) -> Response:
     """The stored log of the latest run (or of `?run_id=`), as plain text."""
@@ -196,6 +210,7 @@ async def task_logs(task_id: str) -> Response:
 
 
 @api.get("/<task_id>")
+@allow(Role.VIEWER)
 @document_response(DockerInfoOut)
 @document_response(ErrorOut, 404)
 async def docker_info(task_id: str) -> Response:
@@ -212,7 +227,17 @@ async def docker_info(task_id: str) -> Response:
     return json_response(body)
 
 
+@api.get("/whoami")
+@allow(Role.VIEWER)
+@document_response(WhoAmIOut)
+async def whoami() -> Response:
+    """Who the request's credentials stand for, and their role."""
+    who = asking()
+    return json_response(WhoAmIOut(kind=who.kind, name=who.name, role=who.role))
+
+
 @api.get("/healthz")
+@public
 @document_response(HealthOut)
 @document_response(HealthOut, 503)
 async def health() -> Response:

@@ -11,12 +11,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 from quart import Quart, Response, g, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from taskdash.core.errors import TaskdashError
+from taskdash.core.errors import TaskdashError, Unauthenticated
 from taskdash.web.forms import too_large
 from taskdash.web.responses import browser_asks, fragment, is_htmx, json_response, page
 
@@ -24,7 +25,7 @@ log = logging.getLogger("taskdash")
 
 ErrorReply = Callable[[TaskdashError], Awaitable[Response | None]]
 View = TypeVar("View", bound=Callable[..., Awaitable[Any]])
-DASHBOARD = "pages"
+DASHBOARD = {"pages", "account"}
 
 
 def shows_errors(reply: ErrorReply) -> Callable[[View], View]:
@@ -42,7 +43,7 @@ def shows_errors(reply: ErrorReply) -> Callable[[View], View]:
 
 
 def error_json(error: TaskdashError) -> Response:
-    return json_response(error.to_json(), error.status)
+    return json_response(error.to_json(), error.status, error.headers)
 
 
 async def error_page(error: TaskdashError) -> Response:
@@ -55,13 +56,27 @@ async def error_page(error: TaskdashError) -> Response:
     return await page("error.html", "_error.html", error.status, error=error)
 
 
+def to_login() -> Response:
+    """A person who is not logged in goes to the login page, and comes back after."""
+    here = request.headers.get("HX-Current-URL") if is_htmx() else request.full_path
+    path = urlsplit(here or "/")
+    target = quote(path.path + (f"?{path.query}" if path.query else ""), safe="/")
+    if is_htmx():
+        return Response("", status=401, headers={"HX-Redirect": f"/login?next={target}"})
+    return Response("", status=303, headers={"Location": f"/login?next={target}"})
+
+
 async def answer(error: TaskdashError) -> Response:
-    if request.blueprint != DASHBOARD:
+    if request.blueprint not in DASHBOARD:
         return error_json(error)
+    if isinstance(error, Unauthenticated) and request.endpoint != "account.login":
+        return to_login()
     reply: ErrorReply | None = g.get("error_reply")
     if reply is not None and (declared := await reply(error)) is not None:
         return declared
-    return await error_page(error)
+    response = await error_page(error)
+    response.headers.update(error.headers)
+    return response
 
 
 def http_error(error: HTTPException) -> TaskdashError:

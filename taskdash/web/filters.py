@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 
 from quart import Quart
 
+from taskdash.core.models import ActorKind, Run
+
 
 def format_time(value: datetime | None) -> str:
     if value is None:
@@ -46,7 +48,18 @@ def format_iso(value: datetime | None) -> str:
     return value.isoformat() if value is not None else ""
 
 
+def started_by(run: Run) -> str:
+    """Who started a run, in words."""
+    kind, name = run.started_by_kind, run.started_by_name
+    if kind is ActorKind.SCHEDULE:
+        return "its schedule"
+    if kind is ActorKind.TOKEN:
+        return f"token {name}"
+    return name or kind.value
+
+
 def register_filters(app: Quart) -> None:
+    app.add_template_global(started_by, "started_by")
     app.add_template_filter(format_time, "when")
     app.add_template_filter(format_short_time, "short_when")
     app.add_template_filter(format_duration, "duration")

@@ -21,6 +21,7 @@ from taskdash.scheduling.schedules import ScheduleChange
 from taskdash.web.context import services
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+CSRF_FIELD = "csrf_token"
 SCHEDULE_KEYS = ("cron_expression", "timezone", "enabled", "overlap")
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}
@@ -68,21 +69,43 @@ def parse_number(value: str | None, name: str, kind: type[N], low: N, high: N) -
     return number
 
 
-def parse_env(value: str | None) -> dict[str, str]:
+def parse_env(value: str | None, field: str = "env") -> dict[str, str]:
+    """A JSON object of strings, or NAME=value lines (as the dashboard's text area sends)."""
     if value is None or value.strip() == "":
         return {}
-    try:
-        data = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"'env' must be a JSON object of strings: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise BadRequest('\'env\' must be a JSON object such as {"NAME": "value"}')
+    text = value.strip()
+    data = parse_env_json(text, field) if text.startswith("{") else parse_env_lines(text, field)
     for key, item in data.items():
         if not ENV_NAME.match(key):
-            raise BadRequest(f"'env' has an invalid variable name {key!r}")
+            raise BadRequest(f"'{field}' has an invalid variable name {key!r}")
         if not isinstance(item, str | int | float | bool):
-            raise BadRequest(f"'env' value of {key!r} must be a string")
+            raise BadRequest(f"'{field}' value of {key!r} must be a string")
     return {key: str(item) for key, item in data.items()}
+
+
+def parse_env_json(text: str, field: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"'{field}' must be a JSON object of strings: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f'\'{field}\' must be a JSON object such as {{"NAME": "value"}}')
+    return data
+
+
+def parse_env_lines(text: str, field: str) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, equals, item = line.partition("=")
+        if not equals:
+            raise BadRequest(
+                f"'{field}' line {number} must be NAME=value (or send a JSON object), "
+                f"not {line.strip()[:40]!r}"
+            )
+        data[name.strip()] = item
+    return data
 
 
 def read_script(
@@ -165,6 +188,7 @@ def parse_new_task(
         requirements=requirements,
         image=image,
         env=parse_env(form.get("env")),
+        secret_env=parse_env(form.get("secret_env"), "secret_env"),
         timeout_seconds=parse_number(
             form.get("timeout_seconds"), "timeout_seconds", float, 1.0, 7 * 24 * 3600.0
         ),
@@ -216,7 +240,9 @@ async def read_form() -> tuple[dict[str, str], dict[str, Any]]:
         files = await request.files
     except RequestEntityTooLarge:
         raise too_large() from None
-    return dict(form.items()), dict(files.items())
+    # The CSRF token was checked before the route ran; it is no field of the request.
+    fields = {key: value for key, value in form.items() if key != CSRF_FIELD}
+    return fields, dict(files.items())
 
 
 def too_large() -> PayloadTooLarge:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from quart import Blueprint, Response, request, url_for
 
 from taskdash.core.errors import TaskdashError
-from taskdash.core.models import Task, Trigger
+from taskdash.core.models import Role, Task, Trigger
 from taskdash.operations.runs import get_run, read_log
 from taskdash.operations.schedules import remove_schedule, schedule_view, set_schedule
 from taskdash.operations.tasks import (
@@ -19,6 +19,7 @@ from taskdash.operations.tasks import (
     stop_task,
     task_row,
 )
+from taskdash.web.auth import allow, asking
 from taskdash.web.context import services
 from taskdash.web.errors import shows_errors
 from taskdash.web.forms import (
@@ -47,6 +48,7 @@ async def task_of(task_id: str) -> Task:
 
 
 @pages.get("/")
+@allow(Role.VIEWER)
 async def index() -> Response:
     """The task list, newest first, with the upload form."""
     number = parse_page_number(request.args.get("page"))
@@ -57,6 +59,7 @@ async def index() -> Response:
 
 
 @pages.get("/tasks/new")
+@allow(Role.OPERATOR)
 async def new_task() -> Response:
     """The upload form on its own page."""
     return await page("new.html", "_upload_form.html", form=UploadForm())
@@ -73,17 +76,19 @@ async def upload_form_again(error: TaskdashError) -> Response:
 
 
 @pages.post("/tasks")
+@allow(Role.OPERATOR)
 @shows_errors(upload_form_again)
 async def create() -> Response:
     """Create a task from the upload form, start it, and go to its page."""
     form, files = await read_form()
     script_type = parse_script_type(form.get("script_type"))
     new = parse_new_task(script_type, form, files, services().settings.max_script_bytes)
-    task, _run = await create_task(services(), new, Trigger.DASHBOARD)
+    task, _run = await create_task(services(), new, Trigger.DASHBOARD, asking())
     return redirect_to(url_for("pages.task_page", task_id=task.id))
 
 
 @pages.get("/tasks/<task_id>")
+@allow(Role.VIEWER)
 async def task_page(task_id: str) -> Response:
     """A task: its script, live log, run history, Docker info and schedule."""
     task = await task_of(task_id)
@@ -91,6 +96,7 @@ async def task_page(task_id: str) -> Response:
 
 
 @pages.get("/tasks/<task_id>/row")
+@allow(Role.VIEWER)
 async def task_row_fragment(task_id: str) -> Response:
     """One row of the task list (refreshed when the task's status changes)."""
     task = await task_of(task_id)
@@ -98,6 +104,7 @@ async def task_row_fragment(task_id: str) -> Response:
 
 
 @pages.get("/tasks/<task_id>/history")
+@allow(Role.VIEWER)
 async def task_history(task_id: str) -> Response:
     """The run history, duration chart and Docker info (refreshed when a run ends)."""
     task = await task_of(task_id)
@@ -105,6 +112,7 @@ async def task_history(task_id: str) -> Response:
 
 
 @pages.get("/tasks/<task_id>/actions")
+@allow(Role.VIEWER)
 async def task_actions(task_id: str) -> Response:
     """The Run / Stop / Delete buttons of the task page, for the task's current state."""
     task = await task_of(task_id)
@@ -112,6 +120,7 @@ async def task_actions(task_id: str) -> Response:
 
 
 @pages.get("/tasks/<task_id>/runs/<run_id>")
+@allow(Role.VIEWER)
 async def run_page(task_id: str, run_id: str) -> Response:
     """One run: its outcome and its full log."""
     task = await task_of(task_id)
@@ -120,6 +129,7 @@ async def run_page(task_id: str, run_id: str) -> Response:
 
 
 @pages.get("/tasks/<task_id>/runs/<run_id>/log.txt")
+@allow(Role.VIEWER)
 async def run_log_text(task_id: str, run_id: str) -> Response:
     """The run's stored log as a plain-text download."""
     run = await get_run(await task_of(task_id), parse_uuid(run_id, "run id"))
@@ -142,15 +152,17 @@ async def after_action(task: Task, form: Mapping[str, str], message: str) -> Res
 
 
 @pages.post("/tasks/<task_id>/run")
+@allow(Role.OPERATOR)
 async def run(task_id: str) -> Response:
     """Start a new run of the task."""
     task = await task_of(task_id)
     form, _files = await read_form()
-    await run_task(services(), task, Trigger.DASHBOARD)
+    await run_task(services(), task, Trigger.DASHBOARD, asking())
     return await after_action(task, form, f"Started “{task.name}”.")
 
 
 @pages.post("/tasks/<task_id>/stop")
+@allow(Role.OPERATOR)
 async def stop(task_id: str) -> Response:
     """Stop the task's queued or running run."""
     task = await task_of(task_id)
@@ -160,6 +172,7 @@ async def stop(task_id: str) -> Response:
 
 
 @pages.get("/tasks/<task_id>/delete")
+@allow(Role.OPERATOR)
 async def confirm_delete(task_id: str) -> Response:
     """Ask before deleting (the page a browser without JavaScript gets)."""
     task = await task_of(task_id)
@@ -167,6 +180,7 @@ async def confirm_delete(task_id: str) -> Response:
 
 
 @pages.post("/tasks/<task_id>/delete")
+@allow(Role.OPERATOR)
 async def delete(task_id: str) -> Response:
     """Delete the task with its runs, logs and schedule, once confirmed."""
     task = await task_of(task_id)
@@ -204,6 +218,7 @@ async def after_schedule_change(task: Task) -> Response:
 
 
 @pages.post("/tasks/<task_id>/schedule")
+@allow(Role.OPERATOR)
 @shows_errors(schedule_card_again)
 async def schedule(task_id: str) -> Response:
     """Set the task's cron schedule from the schedule form (a field left out keeps its value:
@@ -215,6 +230,7 @@ async def schedule(task_id: str) -> Response:
 
 
 @pages.post("/tasks/<task_id>/schedule/delete")
+@allow(Role.OPERATOR)
 @shows_errors(schedule_card_again)
 async def unschedule(task_id: str) -> Response:
     """Remove the task's schedule."""

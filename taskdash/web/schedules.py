@@ -5,12 +5,14 @@ from __future__ import annotations
 from quart import Blueprint, Response
 from quart_schema import DataSource, document_request, document_response
 
+from taskdash.core.models import Role
 from taskdash.operations.schedules import (
     change_schedule,
     remove_schedule,
     set_schedule,
     show_schedule,
 )
+from taskdash.web.auth import allow
 from taskdash.web.context import services
 from taskdash.web.forms import parse_schedule_change, parse_uuid, read_fields
 from taskdash.web.responses import json_response
@@ -20,6 +22,7 @@ schedules = Blueprint("schedules", __name__)
 
 
 @schedules.post("/task/<task_id>/schedule")
+@allow(Role.OPERATOR)
 @document_request(ScheduleIn, source=DataSource.JSON)
 @document_response(ScheduleOut, 201)
 @document_response(ScheduleOut, 200)
@@ -35,6 +38,7 @@ async def set_task_schedule(task_id: str) -> Response:
 
 
 @schedules.patch("/task/<task_id>/schedule")
+@allow(Role.OPERATOR)
 @document_request(ScheduleChangeIn, source=DataSource.JSON)
 @document_response(ScheduleOut)
 @document_response(ErrorOut, 404)
@@ -46,6 +50,7 @@ async def change_task_schedule(task_id: str) -> Response:
 
 
 @schedules.get("/task/<task_id>/schedule")
+@allow(Role.VIEWER)
 @document_response(ScheduleOut)
 @document_response(ErrorOut, 404)
 async def show_task_schedule(task_id: str) -> Response:
@@ -54,6 +59,7 @@ async def show_task_schedule(task_id: str) -> Response:
 
 
 @schedules.delete("/task/<task_id>/schedule")
+@allow(Role.OPERATOR)
 @document_response(MessageOut)
 @document_response(ErrorOut, 404)
 async def delete_task_schedule(task_id: str) -> Response:

@@ -9,7 +9,9 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from taskdash.core.models import (
+    ActorKind,
     OverlapPolicy,
+    Role,
     Run,
     RunStatus,
     ScheduleSlot,
@@ -36,6 +38,11 @@ class MessageOut(BaseModel):
     task_id: UUID
 
 
+class ActorOut(BaseModel):
+    kind: ActorKind = Field(description="user, token, schedule or anonymous")
+    name: str
+
+
 class RunOut(BaseModel):
     run_id: UUID
     task_id: UUID
@@ -53,6 +60,7 @@ class RunOut(BaseModel):
     log_truncated: bool
     scheduled_for: datetime | None = None
     catch_up: bool = False
+    started_by: ActorOut
 
     @classmethod
     def of(cls, run: Run) -> RunOut:
@@ -73,6 +81,7 @@ class RunOut(BaseModel):
             log_truncated=run.log_truncated,
             scheduled_for=run.scheduled_for,
             catch_up=run.catch_up,
+            started_by=ActorOut(kind=run.started_by_kind, name=run.started_by_name),
         )
 
 
@@ -176,6 +185,9 @@ class TaskDetailOut(TaskOut):
     script_filename: str
     requirements: str | None
     env: dict[str, str]
+    secret_env: dict[str, str] = Field(
+        default_factory=dict, description="the secret variables, each value shown as ***"
+    )
     timeout_seconds: float
     memory_mb: int
     cpus: float
@@ -204,6 +216,12 @@ class DockerInfoOut(BaseModel):
     container: dict[str, Any] | None
 
 
+class WhoAmIOut(BaseModel):
+    kind: ActorKind
+    name: str
+    role: Role
+
+
 class HealthOut(BaseModel):
     status: str
     database: str
@@ -221,7 +239,14 @@ class TaskCreateForm(BaseModel):
     timeout_seconds: float | None = None
     memory_mb: int | None = None
     cpus: float | None = None
-    env: str | None = Field(None, description='a JSON object, e.g. {"GREETING": "hi"}')
+    env: str | None = Field(
+        None, description='a JSON object, e.g. {"GREETING": "hi"}, or NAME=value lines'
+    )
+    secret_env: str | None = Field(
+        None,
+        description="like env, but the values are stored encrypted, masked as *** in logs, "
+        "and never shown again",
+    )
 
 
 class ScheduleIn(BaseModel):

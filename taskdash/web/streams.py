@@ -9,8 +9,10 @@ from uuid import UUID
 from quart import Blueprint, Quart, Response, current_app, request
 
 from taskdash.core.errors import BadRequest
+from taskdash.core.models import Role
 from taskdash.operations.runs import get_run, latest_run
 from taskdash.operations.tasks import get_task
+from taskdash.web.auth import allow
 from taskdash.web.context import services
 from taskdash.web.forms import parse_number, parse_uuid
 from taskdash.web.sse import (
@@ -61,6 +63,7 @@ async def encode(body: AsyncIterator[str]) -> AsyncIterator[bytes]:
 
 
 @streams.get("/task/<task_id>/logs/stream")
+@allow(Role.VIEWER)
 async def task_logs_stream(task_id: str) -> Response:
     """Live log of the latest run (or of `?run_id=`) as server-sent events.
 
@@ -82,6 +85,7 @@ async def task_logs_stream(task_id: str) -> Response:
 
 
 @streams.get("/ui/tasks/<task_id>/stream")
+@allow(Role.VIEWER)
 async def task_page_stream(task_id: str) -> Response:
     """The task page's one stream: the run it shows (`?run_id=`, lines after `?after=`) as HTML
     fragments and badges, then `event: run` when the task has another run, so the page can
@@ -97,6 +101,7 @@ async def task_page_stream(task_id: str) -> Response:
 
 
 @streams.get("/ui/tasks/<task_id>/runs/<run_id>/stream")
+@allow(Role.VIEWER)
 async def run_page_stream(task_id: str, run_id: str) -> Response:
     """A run's live log for the dashboard: lines as HTML fragments, status as badges."""
     task = await get_task(parse_uuid(task_id))
@@ -107,6 +112,7 @@ async def run_page_stream(task_id: str, run_id: str) -> Response:
 
 
 @streams.get("/ui/events")
+@allow(Role.VIEWER)
 async def status_events() -> Response:
     """Every run status change as `event: task-<task_id>` with the rendered badge."""
     badges = Badges(app_object())

@@ -55,6 +55,7 @@ class UploadForm:
     script_type: str = ScriptType.PYTHON.value
     script: str = ""
     requirements: str = ""
+    env: str = ""
     upload: bool = True
     error: str | None = None
 
@@ -65,6 +66,7 @@ class UploadForm:
             script_type=form.get("script_type", ScriptType.PYTHON.value),
             script=form.get("script", ""),
             requirements=form.get("requirements", ""),
+            env=form.get("env", ""),
             upload=form.get("upload", "true") != "false",
             error=error,
         )

@@ -19,6 +19,7 @@ from quart import typing as quart_typing
 from taskdash import create_app
 from taskdash.core.config import load_settings
 from taskdash.core.models import ScriptType, Task, Trigger
+from taskdash.core.principal import ANONYMOUS
 from taskdash.logs.hub import SUBSCRIBER_BUFFER
 from taskdash.services import Services
 from taskdash.web.sse import sse_event
@@ -157,8 +158,11 @@ def async_client(server: LiveServer, **options: object) -> httpx.AsyncClient:
 async def in_process(
     docker_engine: None, tmp_path: Path
 ) -> AsyncIterator[tuple[quart_typing.TestAppProtocol, Services]]:
-    """The app served in this process (to reach its services), with its own data dir."""
-    settings = load_settings(data_dir=tmp_path / "data", instance_id=f"test-{uuid.uuid4().hex}")
+    """The app served in this process (to reach its services), with its own data dir. Its test
+    client is no loopback socket, so anonymous access is allowed explicitly."""
+    settings = load_settings(
+        data_dir=tmp_path / "data", instance_id=f"test-{uuid.uuid4().hex}", allow_anonymous=True
+    )
     app = create_app(settings)
     async with app.test_app() as test_app:
         yield test_app, app.extensions["taskdash"]
@@ -305,7 +309,7 @@ async def test_with_no_run_yet_the_stream_waits_for_the_next_run(
         body = await connection.receive()
         assert cast(Any, connection).status_code == 200
         assert b"no run yet" in body
-        run = await services.runs.queue(task, Trigger.API)
+        run = await services.runs.queue(task, Trigger.API, ANONYMOUS)
         while b"event: end" not in body:
             body += await connection.receive()
     stream = Stream()
@@ -355,7 +359,7 @@ def stalled_request(server: LiveServer, path: str) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.port))
-    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: test\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
     return sock
 
 
