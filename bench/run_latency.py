@@ -1,8 +1,9 @@
 """End-to-end latency of a trivial run through the API, against raw `docker run --rm`.
 
-Both sides run the same image with the same hardening flags, interleaved in one process so
-machine noise hits both alike. The API side is measured from `PUT /task/<id>` to the moment
-the run is seen finished with its log stored (polling every 5 ms); the raw side is
+Both sides run the same image with the same hardening flags and mounts, interleaved in one
+process so machine noise hits both alike. The API side is measured from `PUT /task/<id>` to the
+moment the run is seen finished with its log stored (polling every 5 ms), with an API token as
+a client on a network would send it (every request is authenticated); the raw side is
 `docker run --rm` from exec to exit. Prints medians and their ratio (target: <= 1.25).
 
     .venv/bin/python -m bench.run_latency [--rounds 20]
@@ -19,14 +20,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import LiveServer, create_task, wait_run
+from tests.support import LiveServer, add_token, bearer, create_task, wait_run
 
 IMAGE = "taskdash/shell:bookworm"
 RAW_DOCKER_RUN = [
     "docker", "run", "--rm", "--network", "none", "--read-only", "--user", "1000:1000",
     "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--memory", "512m",
     "--memory-swap", "512m", "--pids-limit", "256", "--tmpfs", "/tmp:rw,size=64m",
-    "--init", IMAGE, "/bin/sh", "-c", "echo hello",
+    "--shm-size", "64m", "--mount", "type=volume,target=/job,volume-nocopy",
+    "--entrypoint", "", "--no-healthcheck", "--init", IMAGE, "/bin/sh", "-c", "echo hello",
 ]  # fmt: skip
 
 
@@ -56,9 +58,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        server = LiveServer(Path(folder) / "data").start()
+        data_dir = Path(folder) / "data"
+        token = add_token(data_dir, "bench", "operator")
+        server = LiveServer(data_dir, env={"TASKDASH_RUN_RATE_PER_MINUTE": "0"}).start()
         try:
-            with server.client() as http:
+            with httpx.Client(base_url=server.base_url, timeout=30, headers=bearer(token)) as http:
                 created = create_task(http, "echo hello\n", kind="sh")
                 wait_run(http, created["task_id"], created["run_id"])
                 time_raw_docker_run()  # warm both paths once
