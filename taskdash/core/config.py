@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     build_tmpfs_mb: int = Field(1024, ge=16)
     build_max_mb: int = Field(2048, ge=16)
 
+    retention_days: float = Field(90.0, ge=0)
+    keep_runs_per_task: int = Field(500, ge=0)
+    deps_unused_days: float = Field(30.0, ge=0)
+    retention_every_seconds: float = Field(3600.0, gt=0)
+
     default_timezone: str = "UTC"
     schedule_missed_deadline_seconds: float = Field(300.0, ge=0)
     page_size: int = Field(50, ge=1, le=1000)

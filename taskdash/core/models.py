@@ -111,6 +111,10 @@ class Run(Model):
     image = fields.CharField(max_length=255, default="")
     exit_code = fields.IntField(null=True)
     queued_at = fields.DatetimeField(default=utcnow)
+    # When the requirements build began and ended (null without requirements); the run's
+    # own clock (started_at, the timeout) starts with its container.
+    build_started_at = fields.DatetimeField(null=True)
+    build_finished_at = fields.DatetimeField(null=True)
     started_at = fields.DatetimeField(null=True)
     finished_at = fields.DatetimeField(null=True)
     error = fields.TextField(null=True)
@@ -129,7 +133,7 @@ class Run(Model):
     class Meta:
         table = "run"
         ordering = ["-queued_at"]
-        indexes = (("task_id", "queued_at"), ("status",))
+        indexes = (("task_id", "queued_at"), ("status",), ("queued_at",))
 
     @property
     def duration_seconds(self) -> float | None:
