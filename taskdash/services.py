@@ -12,6 +12,7 @@ from taskdash.core.config import Settings
 from taskdash.core.crypto import Keys
 from taskdash.core.db import close_database, open_database
 from taskdash.core.errors import TaskdashError
+from taskdash.core.loop_probe import LoopProbe
 from taskdash.core.ratelimit import SlidingWindow
 from taskdash.engine.docker import DockerEngine
 from taskdash.engine.runs import RunManager
@@ -37,6 +38,7 @@ class Services:
     # Failed logins by name and by client; runs started per user or token.
     login_failures: SlidingWindow
     run_starts: SlidingWindow
+    loop_probe: LoopProbe
 
 
 async def open_services(
@@ -59,6 +61,9 @@ async def open_services(
     await scheduler.open()
     stack.push_async_callback(scheduler.close)
     schedules = ScheduleBook(settings, scheduler.wake)
+    probe = LoopProbe()
+    await probe.open()
+    stack.push_async_callback(probe.close)
     return Services(
         settings,
         database,
@@ -71,6 +76,7 @@ async def open_services(
         keys,
         login_failures=SlidingWindow(settings.login_max_failures, settings.login_window_seconds),
         run_starts=SlidingWindow(settings.run_rate_per_minute, 60.0),
+        loop_probe=probe,
     )
 
 

@@ -117,7 +117,12 @@ class Settings(BaseSettings):
 
     @property
     def database(self) -> str:
-        return self.database_url or f"sqlite://{self.data_dir.resolve() / 'taskdash.sqlite3'}"
+        """The database URL. The embedded SQLite file runs in WAL mode (readers never wait for
+        the writer) and a writer waits up to 5 s for another's lock instead of failing."""
+        if self.database_url:
+            return self.database_url
+        path = self.data_dir.resolve() / "taskdash.sqlite3"
+        return f"sqlite://{path}?journal_mode=WAL&busy_timeout=5000"
 
     @property
     def logs_dir(self) -> Path:

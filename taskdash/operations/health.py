@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from tortoise import connections
 
 from taskdash.core.errors import TaskdashError
+from taskdash.core.loop_probe import LagStats
 from taskdash.services import Services
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ class Health:
     database: str
     docker: str
     healthy: bool
+    loop_lag: LagStats
 
 
 async def check_health(services: Services) -> Health:
@@ -33,4 +35,4 @@ async def check_health(services: Services) -> Health:
     except TaskdashError as exc:
         log.warning("health: %s", exc.message)
         docker, healthy = "unavailable: the Docker engine does not answer", False
-    return Health(database, docker, healthy)
+    return Health(database, docker, healthy, services.loop_probe.stats())

@@ -34,6 +34,7 @@ from taskdash.web.schemas import (
     DockerInfoOut,
     ErrorOut,
     HealthOut,
+    LoopLagOut,
     MessageOut,
     Pagination,
     RunOut,
@@ -247,5 +248,6 @@ async def health() -> Response:
         status="ok" if report.healthy else "unavailable",
         database=report.database,
         docker=report.docker,
+        loop_lag=LoopLagOut(**vars(report.loop_lag)),
     )
     return json_response(body, 200 if report.healthy else 503)

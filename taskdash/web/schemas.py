@@ -222,10 +222,20 @@ class WhoAmIOut(BaseModel):
     role: Role
 
 
+class LoopLagOut(BaseModel):
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
 class HealthOut(BaseModel):
     status: str
     database: str
     docker: str
+    loop_lag: LoopLagOut = Field(
+        description="how late the event loop ran a 50 ms timer, over the last minute"
+    )
 
 
 class TaskCreateForm(BaseModel):

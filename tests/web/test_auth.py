@@ -381,7 +381,7 @@ def test_no_page_has_an_inline_script_or_style(secured: Secured) -> None:
 
 def test_health_tells_no_internals(secured: Secured) -> None:
     body = secured.client().get("/healthz").json()
-    assert set(body) == {"status", "database", "docker"}
+    assert set(body) == {"status", "database", "docker", "loop_lag"}
     assert body["status"] == "ok"
 
 
