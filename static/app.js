@@ -4,7 +4,25 @@
   "use strict";
 
   var NEAR_BOTTOM_PX = 48;
+  // A page keeps at most this many log lines (the server renders as many): a run printing
+  // megabytes stays quick to scroll; the download has every line.
+  var MAX_LINES = 10000;
   var following = true;
+
+  function trimLog(log) {
+    var extra = log.childElementCount - MAX_LINES;
+    if (extra <= 0) return;
+    for (var i = 0; i < extra; i++) log.removeChild(log.firstElementChild);
+    var note = document.getElementById("log-trimmed");
+    if (!note) {
+      note = document.createElement("p");
+      note.id = "log-trimmed";
+      note.className = "log-note";
+      log.parentNode.insertBefore(note, log);
+    }
+    var first = parseInt(log.firstElementChild.id.slice(1), 10);
+    note.textContent = "Showing lines from " + first + " on: download the log for all of it.";
+  }
 
   function isNearBottom(log) {
     return log.scrollHeight - log.scrollTop - log.clientHeight < NEAR_BOTTOM_PX;
@@ -63,6 +81,7 @@
     if (log.id !== "log") return;
     var count = document.getElementById("log-count");
     if (count) count.textContent = log.dataset.lastLine;
+    trimLog(log);
     if (following) scrollToEnd(log);
   });
 

@@ -95,9 +95,14 @@ class LogStore:
                 if number > after and raw.endswith(b"\n"):
                     yield number, raw[:-1].decode("utf-8", "replace")
 
-    def read_bytes(self, run_id: UUID) -> bytes:
+    def read_chunks(self, run_id: UUID, size: int = 256 * 1024) -> Generator[bytes, None, None]:
+        """The stored log in pieces of `size` bytes (memory stays flat for a download)."""
         path = self.path_for(run_id)
-        return path.read_bytes() if path.exists() else b""
+        if not path.exists():
+            return
+        with path.open("rb") as handle:
+            while chunk := handle.read(size):
+                yield chunk
 
     def delete(self, run_id: UUID) -> None:
         with contextlib.suppress(FileNotFoundError):

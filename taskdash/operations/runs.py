@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 from uuid import UUID
@@ -60,9 +61,14 @@ async def latest_run_ids(task_ids: list[UUID]) -> dict[UUID, UUID | None]:
     return {UUID(str(task_id)): run_id for task_id, run_id in rows}
 
 
-async def read_log(services: Services, run: Run) -> bytes:
-    """The run's whole stored log (read off the event loop)."""
-    return await asyncio.to_thread(services.logs.read_bytes, run.id)
+async def log_chunks(services: Services, run: Run) -> AsyncIterator[bytes]:
+    """The run's whole stored log, read piece by piece off the event loop."""
+    chunks = services.logs.read_chunks(run.id)
+    try:
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            yield chunk
+    finally:
+        chunks.close()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from taskdash.operations.runs import (
     get_run,
     latest_run,
     list_runs,
-    read_log,
+    log_chunks,
 )
 from taskdash.operations.schedules import schedule_view
 from taskdash.operations.tasks import (
@@ -203,7 +203,7 @@ async def task_logs(task_id: str) -> Response:
         "X-Log-Truncated": "true" if run.log_truncated else "false",
     }
     return Response(
-        await read_log(services(), run),
+        log_chunks(services(), run),
         status=200,
         content_type="text/plain; charset=utf-8",
         headers=headers,

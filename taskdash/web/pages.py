@@ -8,7 +8,7 @@ from quart import Blueprint, Response, request, url_for
 
 from taskdash.core.errors import TaskdashError
 from taskdash.core.models import Role, Task, Trigger
-from taskdash.operations.runs import get_run, read_log
+from taskdash.operations.runs import get_run, log_chunks
 from taskdash.operations.schedules import remove_schedule, schedule_view, set_schedule
 from taskdash.operations.tasks import (
     create_task,
@@ -135,7 +135,7 @@ async def run_log_text(task_id: str, run_id: str) -> Response:
     run = await get_run(await task_of(task_id), parse_uuid(run_id, "run id"))
     disposition = f'attachment; filename="run-{run.id}.log"'
     return Response(
-        await read_log(services(), run),
+        log_chunks(services(), run),
         content_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
     )

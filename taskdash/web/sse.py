@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from typing import Protocol
 from uuid import UUID
 
@@ -65,8 +65,13 @@ def status_rank(status: str) -> int:
 # rendering: the API sends raw text and JSON, the dashboard HTML fragments ----------------------
 
 
+Lines = list[tuple[int, str]]
+
+
 class Renderer(Protocol):
-    def line(self, number: int, text: str) -> str: ...
+    def lines(self, batch: Lines) -> str:
+        """Consecutive log lines (number, text) as SSE text."""
+        ...
 
     async def status(self, run_id: UUID, status: RunStatus) -> str: ...
 
@@ -74,8 +79,10 @@ class Renderer(Protocol):
 
 
 class JsonRenderer:
-    def line(self, number: int, text: str) -> str:
-        return sse_event("line", text, number)
+    """API clients: one `line` event per line, its number as the id."""
+
+    def lines(self, batch: Lines) -> str:
+        return "".join(sse_event("line", text, number) for number, text in batch)
 
     async def status(self, run_id: UUID, status: RunStatus) -> str:
         return sse_event("status", json.dumps({"run_id": str(run_id), "status": status.value}))
@@ -101,15 +108,21 @@ class Badges:
 
 
 class HtmlRenderer:
+    """The dashboard: a burst of lines is one `line` event (its id the last number), so a
+    browser swaps once per burst rather than once per line (10,000 lines a second froze it)."""
+
     def __init__(self, badges: Badges) -> None:
         self.badges = badges
 
-    def line(self, number: int, text: str) -> str:
-        html = (
+    def lines(self, batch: Lines) -> str:
+        if not batch:
+            return ""
+        html = "".join(
             f'<div class="line" id="L{number}"><span class="ln">{number}</span>'
             f'<span class="tx">{ansi_to_html(text)}</span></div>'
+            for number, text in batch
         )
-        return sse_event("line", html, number)
+        return sse_event("line", html, batch[-1][0])
 
     async def status(self, run_id: UUID, status: RunStatus) -> str:
         return sse_event("status", await self.badges.render(status))
@@ -121,20 +134,33 @@ class HtmlRenderer:
 # following one run ----------------------------------------------------------------------------
 
 
-def replay(logs: LogStore, run_id: UUID, after: int, render: Renderer) -> Iterator[tuple[int, str]]:
-    """Stored lines after `after`, rendered, in chunks: (last number in chunk, chunk)."""
-    parts: list[str] = []
+async def replay(
+    logs: LogStore, run_id: UUID, after: int, render: Renderer
+) -> AsyncIterator[tuple[int, str]]:
+    """Stored lines after `after`, rendered, in chunks: (last number in chunk, chunk). Each
+    chunk is read and rendered in a worker thread: a 10 MiB backlog never holds the loop."""
+    chunks = replay_chunks(logs, run_id, after, render)
+    try:
+        while (item := await asyncio.to_thread(next, chunks, None)) is not None:
+            yield item
+    finally:
+        chunks.close()
+
+
+def replay_chunks(
+    logs: LogStore, run_id: UUID, after: int, render: Renderer
+) -> Generator[tuple[int, str], None, None]:
+    batch: Lines = []
     size = 0
     with contextlib.closing(logs.read_lines(run_id, after=after)) as lines:
         for number, text in lines:
-            parts.append(render.line(number, text))
-            size += len(parts[-1])
-            after = number
+            batch.append((number, text))
+            size += len(text)
             if size >= REPLAY_CHUNK_CHARS:
-                yield after, "".join(parts)
-                parts, size = [], 0
-    if parts:
-        yield after, "".join(parts)
+                yield number, render.lines(batch)
+                batch, size = [], 0
+    if batch:
+        yield batch[-1][0], render.lines(batch)
 
 
 def take_ready(subscription: Subscription, first: LogEvent) -> list[LogEvent]:
@@ -171,13 +197,13 @@ class RunFollower:
                     yield chunk
                 return
             yield await self.status(run.status)
-            for chunk in self.replay():
+            async for chunk in self.replay():
                 yield chunk
             async for chunk in self.follow(subscription):
                 yield chunk
 
-    def replay(self) -> Iterator[str]:
-        for last, chunk in replay(self.logs, self.run_id, self.after, self.render):
+    async def replay(self) -> AsyncIterator[str]:
+        async for last, chunk in replay(self.logs, self.run_id, self.after, self.render):
             self.after = last
             yield chunk
 
@@ -210,14 +236,20 @@ class RunFollower:
     async def render_events(self, events: list[LogEvent]) -> tuple[str, bool]:
         """The rendered lines and status changes, and whether the run ended among them."""
         parts: list[str] = []
+        batch: Lines = []
         for event in events:
-            if event.kind == "line" and event.number > self.after:
-                parts.append(self.render.line(event.number, event.text))
-                self.after = event.number
-            elif event.kind == "status":
+            if event.kind == "line":
+                if event.number > self.after:
+                    batch.append((event.number, event.text))
+                    self.after = event.number
+                continue
+            parts.append(self.render.lines(batch))
+            batch = []
+            if event.kind == "status":
                 parts.append(await self.status(RunStatus(event.status)))
             elif event.kind == "end":
                 return "".join(parts), True
+        parts.append(self.render.lines(batch))
         return "".join(parts), False
 
     async def status(self, status: RunStatus) -> str:
@@ -230,7 +262,7 @@ class RunFollower:
 
     async def finish(self, run: Run | None) -> AsyncIterator[str]:
         """Whatever stored lines were not sent yet, then `end` with the final status."""
-        for chunk in self.replay():
+        async for chunk in self.replay():
             yield chunk
         if run is not None:
             yield await self.render.end(run)

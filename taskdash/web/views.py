@@ -22,8 +22,10 @@ from taskdash.services import Services
 from taskdash.web.filters import format_duration, format_time
 from taskdash.web.schemas import schedule_json
 
-TASK_LOG_LINES = 2_000  # the task page shows the tail; the run page and log.txt have the rest
-RUN_LOG_LINES = 50_000
+# The pages show the tail of a log (the download has all of it): enough to read, few enough
+# that a browser stays quick with a 10 MiB log (static/app.js caps live lines the same way).
+TASK_LOG_LINES = 2_000
+RUN_LOG_LINES = 10_000
 HISTORY_RUNS = 30
 NEVER = "0001-01-01"  # Docker's zero time: a container that has not finished
 
@@ -113,25 +115,28 @@ def line_html(text: str) -> Markup:
     return Markup(ansi_to_html(text))
 
 
-def read_tail(logs: LogStore, run_id: UUID, limit: int) -> tuple[list[tuple[int, str]], int]:
+def read_tail(logs: LogStore, run_id: UUID, limit: int) -> tuple[list[tuple[int, Markup]], int]:
+    """The last `limit` lines as HTML, and how many lines the log has (in a worker thread)."""
     tail: deque[tuple[int, str]] = deque(maxlen=limit)
     total = 0
     for number, text in logs.read_lines(run_id):
         tail.append((number, text))
         total = number
-    return list(tail), total
+    return [(number, line_html(text)) for number, text in tail], total
 
 
 async def log_view(logs: LogStore, task: Task, run: Run | None, limit: int) -> LogView | None:
     if run is None:
         return None
-    tail, total = await asyncio.to_thread(read_tail, logs, run.id, limit)
+    lines, total = await asyncio.to_thread(read_tail, logs, run.id, limit)
     return LogView(
         run=run,
-        lines=[(number, line_html(text)) for number, text in tail],
+        lines=lines,
         total=total,
         live=run.status in ACTIVE_STATUSES,
-        stream_url=f"/ui/tasks/{task.id}/runs/{run.id}/stream",
+        # After the lines rendered here: a burst arrives as one event, so the page cannot
+        # drop a repeated line on its own.
+        stream_url=f"/ui/tasks/{task.id}/runs/{run.id}/stream?after={total}",
     )
 
 
