@@ -33,11 +33,11 @@ from markupsafe import escape
 from quart import Quart, render_template_string
 
 from taskdash.core.models import Run, RunStatus
-from taskdash.logs.ansi import ansi_to_html
 from taskdash.logs.hub import LogEvent, LogHub, Subscription, SubscriptionDropped
 from taskdash.logs.store import LogStore
 from taskdash.operations.runs import find_run, latest_run_ids
 from taskdash.operations.tasks import find_task, task_exists
+from taskdash.web.views import lines_html
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,7 @@ class HtmlRenderer:
     def lines(self, batch: Lines) -> str:
         if not batch:
             return ""
-        html = "".join(
-            f'<div class="line" id="L{number}"><span class="ln">{number}</span>'
-            f'<span class="tx">{ansi_to_html(text)}</span></div>'
-            for number, text in batch
-        )
-        return sse_event("line", html, batch[-1][0])
+        return sse_event("line", str(lines_html(batch)), batch[-1][0])
 
     async def status(self, run_id: UUID, status: RunStatus) -> str:
         return sse_event("status", await self.badges.render(status))

@@ -77,18 +77,21 @@ class UploadForm:
 @dataclass(frozen=True)
 class LogView:
     run: Run
-    lines: list[tuple[int, Markup]]
+    # The shown lines as one block of HTML (rendered off the loop), their first and last number.
+    html: Markup
+    first: int
+    last: int
     total: int
     live: bool
     stream_url: str
 
     @property
     def skipped(self) -> int:
-        return self.lines[0][0] - 1 if self.lines else self.total
+        return self.first - 1 if self.last else self.total
 
     @property
     def last_number(self) -> int:
-        return self.lines[-1][0] if self.lines else 0
+        return self.last
 
 
 @dataclass(frozen=True)
@@ -110,28 +113,43 @@ class Chart:
     max_seconds: float = 0.0
 
 
-def line_html(text: str) -> Markup:
-    """A stored log line as safe HTML: escaped, its ANSI colours as spans (as the stream does)."""
-    return Markup(ansi_to_html(text))
+def lines_html(batch: list[tuple[int, str]]) -> Markup:
+    """Numbered log lines as safe HTML: each escaped, its ANSI colours as spans. The pages and
+    the dashboard's stream both send lines as this."""
+    return Markup(
+        "".join(
+            f'<div class="line" id="L{number}"><span class="ln">{number}</span>'
+            f'<span class="tx">{ansi_to_html(text)}</span></div>'
+            for number, text in batch
+        )
+    )
 
 
-def read_tail(logs: LogStore, run_id: UUID, limit: int) -> tuple[list[tuple[int, Markup]], int]:
-    """The last `limit` lines as HTML, and how many lines the log has (in a worker thread)."""
+def read_tail(logs: LogStore, run_id: UUID, limit: int) -> tuple[list[tuple[int, str]], int]:
+    """The last `limit` lines and how many lines the log has (in a worker thread)."""
     tail: deque[tuple[int, str]] = deque(maxlen=limit)
     total = 0
     for number, text in logs.read_lines(run_id):
         tail.append((number, text))
         total = number
-    return [(number, line_html(text)) for number, text in tail], total
+    return list(tail), total
+
+
+def tail_view(logs: LogStore, run_id: UUID, limit: int) -> tuple[Markup, int, int, int]:
+    tail, total = read_tail(logs, run_id, limit)
+    first, last = (tail[0][0], tail[-1][0]) if tail else (0, 0)
+    return lines_html(tail), first, last, total
 
 
 async def log_view(logs: LogStore, task: Task, run: Run | None, limit: int) -> LogView | None:
     if run is None:
         return None
-    lines, total = await asyncio.to_thread(read_tail, logs, run.id, limit)
+    html, first, last, total = await asyncio.to_thread(tail_view, logs, run.id, limit)
     return LogView(
         run=run,
-        lines=lines,
+        html=html,
+        first=first,
+        last=last,
         total=total,
         live=run.status in ACTIVE_STATUSES,
         # After the lines rendered here: a burst arrives as one event, so the page cannot
