@@ -9,6 +9,7 @@ from typing import Any
 
 from taskdash.core.config import MIB, Settings
 from taskdash.core.errors import TaskdashError
+from taskdash.core.failpoints import hit
 from taskdash.engine.build_network import BuildNetwork
 from taskdash.engine.build_spec import (
     DEPS_REPOSITORY,
@@ -98,6 +99,7 @@ class DepsBuilder:
                 container_id, "/", build_archive(self.settings, requirements)
             )
             await self.engine.start(container_id)
+            hit("build.running")
             exit_code = await self._follow(container_id, write)
             await self._check_size(container_id, write)
             if exit_code != 0:

@@ -1,14 +1,23 @@
-"""The only module that talks to the Docker engine (through aiodocker)."""
+"""The only module that talks to the Docker engine (through aiodocker).
+
+Every failure becomes a TaskdashError: a refusal an EngineError (with the engine's words), and
+every way of not answering (no socket, a connection refused or lost mid-answer, no answer in
+time) one EngineUnavailable, which the runs wait out (see engine/watch.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiodocker
+import aiohttp
 from aiodocker.exceptions import DockerError
+from aiodocker.stream import Stream
 
 from taskdash.core.errors import EngineError, NotFound
 from taskdash.engine.spec import ContainerSpec, container_config
@@ -22,9 +31,46 @@ class ContainerGone(NotFound):
     code = "container_gone"
 
 
-def _engine_error(exc: DockerError, doing: str) -> EngineError:
-    message = exc.message if isinstance(exc.message, str) else str(exc)
-    return EngineError(f"Docker engine refused to {doing}: {message}")
+class EngineUnavailable(EngineError):
+    """The engine does not answer: no connection, a connection lost, or no answer in time."""
+
+    status = 503
+    code = "engine_unavailable"
+
+
+# What a call to the engine can raise. aiodocker turns a refused connection into DockerError
+# 900; a connection lost mid-answer arrives as aiohttp's own errors (ServerDisconnectedError,
+# ClientOSError, ClientPayloadError...), and a timeout as TimeoutError.
+ENGINE_FAILURES = (DockerError, aiohttp.ClientError, OSError, TimeoutError)
+NO_CONNECTION = 900
+
+# aiodocker 0.27 gives its session `aiohttp.ClientTimeout()` (no limit at all, not aiohttp's
+# default total=300 s) unless told otherwise, and runs logs, wait, attach, stop, kill, delete
+# and commit with the session's timeout minus total and sock_read. So short calls (inspect,
+# create, start, copy, list, version) get a limit here, and a hung engine reads as unavailable
+# instead of holding a run or a page forever; the long polls are given LONG_POLL explicitly
+# (no total, no read limit: a container may be silent for hours), and kill, stop and delete
+# a limit of their own.
+CALL_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
+LONG_POLL = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
+PING_SECONDS = 5.0
+
+
+def _status(exc: BaseException) -> int | None:
+    return exc.status if isinstance(exc, DockerError) else None
+
+
+def _engine_error(exc: BaseException, doing: str) -> EngineError:
+    if isinstance(exc, DockerError) and exc.status != NO_CONNECTION:
+        message = exc.message if isinstance(exc.message, str) else str(exc)
+        return EngineError(f"Docker engine refused to {doing}: {message}")
+    return EngineUnavailable(
+        f"the Docker engine does not answer (trying to {doing}: {type(exc).__name__})"
+    )
+
+
+def _gone(container_id: str) -> ContainerGone:
+    return ContainerGone(f"container {container_id[:12]} is gone")
 
 
 @dataclass(frozen=True)
@@ -34,16 +80,49 @@ class ContainerSummary:
     state: str
 
 
+class Attachment:
+    """A container's stdout and stderr through `POST /containers/{id}/attach`, made before
+    the container starts: it has every byte from the first, and while this reader is behind,
+    the engine holds the container's writes instead of dropping what the json-file log rotates
+    away."""
+
+    def __init__(self, stream: Stream, container_id: str) -> None:
+        self._stream = stream
+        self._container_id = container_id
+
+    async def chunks(self) -> AsyncIterator[str]:
+        """The output as it comes, until the container's streams close."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while True:
+            try:
+                message = await self._stream.read_out()
+            except ENGINE_FAILURES as exc:
+                raise _engine_error(exc, "read the container's output") from None
+            if message is None:
+                break
+            if text := decoder.decode(message.data):
+                yield text
+        if tail := decoder.decode(b"", final=True):
+            yield tail
+
+    async def close(self) -> None:
+        with contextlib.suppress(*ENGINE_FAILURES, RuntimeError):
+            await self._stream.close()
+
+
 class DockerEngine:
     """The Docker engine's client: a thin async facade where every engine failure becomes a
     TaskdashError."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, *, call_timeout: aiohttp.ClientTimeout = CALL_TIMEOUT
+    ) -> None:
         self._url = url
+        self._call_timeout = call_timeout
         self._docker: aiodocker.Docker | None = None
 
     async def open(self) -> None:
-        self._docker = aiodocker.Docker(url=self._url)
+        self._docker = aiodocker.Docker(url=self._url, timeout=self._call_timeout)
 
     async def close(self) -> None:
         if self._docker is not None:
@@ -57,26 +136,29 @@ class DockerEngine:
         return self._docker
 
     async def ping(self) -> str:
-        """The engine's version string; raises EngineError when it does not answer."""
+        """The engine's version string; raises EngineUnavailable when it does not answer."""
         try:
-            version = await asyncio.wait_for(self.docker.version(), timeout=5)
-        except (DockerError, OSError, TimeoutError) as exc:
-            raise EngineError(f"Docker engine does not answer: {exc}", status=503) from None
+            async with asyncio.timeout(PING_SECONDS):
+                version = await self.docker.version()
+        except ENGINE_FAILURES as exc:
+            raise EngineUnavailable(
+                f"Docker engine does not answer: {exc or type(exc).__name__}"
+            ) from None
         return str(version.get("Version", "unknown"))
 
     async def image_info(self, name: str) -> dict[str, Any] | None:
         try:
             return await self.docker.images.inspect(name)
-        except DockerError as exc:
-            if exc.status == 404:
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
                 return None
             raise _engine_error(exc, f"inspect image {name}") from None
 
     async def create(self, spec: ContainerSpec, name: str | None = None) -> str:
         try:
             container = await self.docker.containers.create(container_config(spec), name=name)
-        except DockerError as exc:
-            if exc.status == 404:
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
                 raise ImageNotFound(
                     f"image {spec.image!r} is not on the Docker engine: build the default images "
                     "with `make images`, or name an image that exists"
@@ -88,62 +170,89 @@ class DockerEngine:
         try:
             container = self.docker.containers.container(container_id)
             await container.put_archive(directory, archive)  # type: ignore[no-untyped-call]
-        except DockerError as exc:
+        except ENGINE_FAILURES as exc:
             raise _engine_error(exc, f"copy the script into {directory}") from None
 
     async def start(self, container_id: str) -> None:
         try:
             await self.docker.containers.container(container_id).start()
-        except DockerError as exc:
+        except ENGINE_FAILURES as exc:
             raise _engine_error(exc, "start the container") from None
 
+    async def attach(self, container_id: str) -> Attachment:
+        """Attach to a created container's output; start it after this returns."""
+        container = self.docker.containers.container(container_id)
+        stream = container.attach(stdout=True, stderr=True, timeout=LONG_POLL)
+        try:
+            await stream.__aenter__()
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
+                raise _gone(container_id) from None
+            raise _engine_error(exc, "attach to the container") from None
+        return Attachment(stream, container_id)
+
     async def follow_output(self, container_id: str) -> AsyncIterator[str]:
-        """Stdout and stderr as the engine interleaves them, from the container's first byte."""
+        """Stdout and stderr through the logs API, from what the engine's json-file log holds:
+        for re-attaching to a container that was started earlier. Ends when the container does,
+        or silently when the connection is lost (aiodocker ends the stream then): the container's
+        `wait` tells which."""
         container = self.docker.containers.container(container_id)
         try:
-            async for chunk in container.log(stdout=True, stderr=True, follow=True):
+            async for chunk in container.log(
+                stdout=True, stderr=True, follow=True, timeout=LONG_POLL
+            ):
                 yield chunk
-        except DockerError as exc:
-            if exc.status == 404:
-                raise ContainerGone(f"container {container_id[:12]} is gone") from None
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
+                raise _gone(container_id) from None
             raise _engine_error(exc, "read the container's output") from None
 
     async def wait(self, container_id: str) -> int:
+        """The container's exit code, once it is not running: a long poll with no time limit."""
         try:
-            result = await self.docker.containers.container(container_id).wait()
-        except DockerError as exc:
-            if exc.status == 404:
-                raise ContainerGone(f"container {container_id[:12]} is gone") from None
+            result = await self.docker.containers.container(container_id).wait(timeout=LONG_POLL)
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
+                raise _gone(container_id) from None
             raise _engine_error(exc, "wait for the container") from None
         return int(result.get("StatusCode", -1))
 
     async def stop(self, container_id: str, grace_seconds: int) -> None:
+        limit = aiohttp.ClientTimeout(
+            total=grace_seconds + (self._call_timeout.total or 60),
+            sock_connect=self._call_timeout.sock_connect,
+        )
         try:
-            await self.docker.containers.container(container_id).stop(t=grace_seconds)
-        except DockerError as exc:
-            if exc.status not in (304, 404):
+            await self.docker.containers.container(container_id).stop(
+                t=grace_seconds, timeout=limit
+            )
+        except ENGINE_FAILURES as exc:
+            if _status(exc) not in (304, 404):
                 raise _engine_error(exc, "stop the container") from None
 
     async def kill(self, container_id: str) -> None:
         try:
-            await self.docker.containers.container(container_id).kill()
-        except DockerError as exc:
-            if exc.status not in (404, 409):
+            await self.docker.containers.container(container_id).kill(timeout=self._call_timeout)
+        except ENGINE_FAILURES as exc:
+            if _status(exc) not in (404, 409):
                 raise _engine_error(exc, "kill the container") from None
 
     async def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The container's inspect data (by id or name); None when there is no such container."""
         try:
             return await self.docker.containers.container(container_id).show()
-        except DockerError as exc:
-            if exc.status == 404:
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
                 return None
             raise _engine_error(exc, "inspect the container") from None
 
     async def remove(self, container_id: str) -> None:
         try:
-            await self.docker.containers.container(container_id).delete(force=True, v=True)
-        except DockerError as exc:
-            if exc.status not in (404, 409):
+            await self.docker.containers.container(container_id).delete(
+                force=True, v=True, timeout=self._call_timeout
+            )
+        except ENGINE_FAILURES as exc:
+            if _status(exc) not in (404, 409):
                 raise _engine_error(exc, "remove the container") from None
 
     async def commit(
@@ -153,14 +262,14 @@ class DockerEngine:
             await self.docker.containers.container(container_id).commit(
                 repository=repository, tag=tag, changes=changes, pause=False
             )
-        except DockerError as exc:
+        except ENGINE_FAILURES as exc:
             raise _engine_error(exc, "save the requirements image") from None
 
     async def list_labelled(self, labels: Mapping[str, str]) -> list[ContainerSummary]:
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
         try:
             found = await self.docker.containers.list(all=True, filters=filters)
-        except DockerError as exc:
+        except ENGINE_FAILURES as exc:
             raise _engine_error(exc, "list containers") from None
         return [
             ContainerSummary(id=str(c.id), labels=dict(c["Labels"] or {}), state=str(c["State"]))
@@ -175,8 +284,8 @@ class DockerEngine:
         to answer, so the cost grows with what was written."""
         try:
             info = await self.docker.containers.container(container_id).show(size=True)
-        except DockerError as exc:
-            if exc.status == 404:
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
                 return None
             raise _engine_error(exc, "measure the container") from None
         return int(info.get("SizeRw") or 0)
@@ -196,15 +305,37 @@ class DockerEngine:
             await self.docker.containers.container(container_id).commit(
                 repository=repository, tag=tag, config=dict(config), message=comment, pause=False
             )
-        except DockerError as exc:
+        except ENGINE_FAILURES as exc:
             raise _engine_error(exc, "save the requirements image") from None
+
+    async def list_images(self, repository: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The engine's summaries (`GET /images/json`) of `repository`'s images with `labels`."""
+        filters = {
+            "reference": [repository],
+            "label": [f"{key}={value}" for key, value in labels.items()],
+        }
+        try:
+            found = await self.docker.images.list(filters=filters)
+        except ENGINE_FAILURES as exc:
+            raise _engine_error(exc, f"list the images of {repository}") from None
+        return [dict(summary) for summary in found]
+
+    async def remove_image(self, name: str) -> bool:
+        """Remove an image (not forced); False when it is gone already or a container uses it."""
+        try:
+            await self.docker.images.delete(name)
+        except ENGINE_FAILURES as exc:
+            if _status(exc) in (404, 409):
+                return False
+            raise _engine_error(exc, f"remove image {name}") from None
+        return True
 
     async def network_info(self, name: str) -> dict[str, Any] | None:
         try:
             network = await self.docker.networks.get(name)
             return await network.show()
-        except DockerError as exc:
-            if exc.status == 404:
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
                 return None
             raise _engine_error(exc, f"inspect network {name}") from None
 
@@ -212,8 +343,8 @@ class DockerEngine:
         """Create a network; False when one of that name already exists."""
         try:
             await self.docker.networks.create(dict(config))
-        except DockerError as exc:
-            if exc.status == 409:
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 409:
                 return False
             raise _engine_error(exc, f"create network {config.get('Name')}") from None
         return True

@@ -16,18 +16,18 @@ from taskdash.core.crypto import Keys
 from taskdash.core.errors import Conflict, TaskdashError
 from taskdash.core.models import ACTIVE_STATUSES, Run, RunStatus, Task, Trigger
 from taskdash.core.principal import Principal
-from taskdash.engine.docker import DockerEngine
+from taskdash.engine.docker import DockerEngine, EngineUnavailable
 from taskdash.engine.limiter import FifoLimiter
 from taskdash.engine.live import LiveRun
 from taskdash.engine.reconcile import reconcile
 from taskdash.engine.redact import env_names, redact_env
 from taskdash.engine.states import RunStates, task_id_of
 from taskdash.engine.supervisor import Supervisor
+from taskdash.engine.watch import EngineWatch
 from taskdash.logs.store import LogStore
 
 log = logging.getLogger(__name__)
 
-RECONCILE_RETRY_SECONDS = 5.0
 SCRIPT_NOT_KEPT = (
     "this task's script was not kept (it was created with upload=false): upload it again to run it"
 )
@@ -39,56 +39,56 @@ class RunManager:
     ) -> None:
         self.settings = settings
         self.engine = engine
+        self.logs = logs
         self.hub = logs.hub
         self.states = RunStates(logs.hub)
         self.limiter = FifoLimiter(settings.max_concurrent_runs)
-        self.supervisor = Supervisor(settings, engine, logs, self.states, self.limiter, keys)
+        self.watch = EngineWatch(engine, self.pick_up_leftovers)
+        self.supervisor = Supervisor(
+            settings, engine, logs, self.states, self.limiter, keys, self.watch
+        )
         self._live: dict[UUID, LiveRun] = {}
-        self._reconciler: asyncio.Task[None] | None = None
 
     # lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
         """Pick up what a previous process left behind, then resume the queue.
 
-        When the engine does not answer yet, the server still starts (health says why) and
-        this is retried in the background until the engine answers.
+        When the engine does not answer yet, the server still starts (health says why), new
+        runs wait queued, and this runs once the engine answers; it runs again every time the
+        engine answers after an outage (engine/watch.py).
         """
         try:
             await self.pick_up_leftovers()
-        except TaskdashError as exc:
-            log.warning("cannot reconcile runs yet: %s; retrying in the background", exc.message)
-            self._reconciler = asyncio.create_task(self._pick_up_when_engine_answers())
-
-    async def _pick_up_when_engine_answers(self) -> None:
-        while True:
-            await asyncio.sleep(RECONCILE_RETRY_SECONDS)
-            try:
-                await self.pick_up_leftovers()
-            except TaskdashError:
-                continue
-            log.info("Docker engine answers again: runs reconciled")
-            return
+        except EngineUnavailable as exc:
+            log.warning("cannot reconcile runs yet: %s; retrying once it answers", exc.message)
+            self.watch.lost()
 
     async def close(self) -> None:
         """Stop supervising; containers keep running and are re-attached at the next start."""
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconciler
+        await self.watch.close()
         jobs = [live.job for live in self._live.values() if live.job is not None]
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
 
     async def pick_up_leftovers(self) -> None:
-        leftovers = await reconcile(self.settings.instance, self.engine, self.states)
-        for run, container_id in leftovers.to_resume:
+        """Reconcile what no job of this process supervises, then re-attach and start it."""
+        leftovers = await reconcile(
+            self.settings.instance, self.engine, self.states, self.logs, owned=self._live
+        )
+        for found in leftovers.to_resume:
+            if found.run.id in self._live:
+                continue
             self.limiter.force_acquire()
-            live = LiveRun(run.id, task_id_of(run), container_id=container_id)
-            self._own(live, self.supervisor.resume(live, run, container_id))
+            live = LiveRun(found.run.id, task_id_of(found.run), container_id=found.container_id)
+            self._own(
+                live,
+                self.supervisor.resume(live, found.run, found.container_id, found.log_offset),
+            )
         for run in leftovers.to_start:
-            self.execute(run.id, task_id_of(run))
+            if run.id not in self._live:
+                self.execute(run.id, task_id_of(run))
 
     # operations ------------------------------------------------------------------------------
 
@@ -183,6 +183,9 @@ class RunManager:
                 await self.states.finish(
                     live.run_id, RunStatus.ERROR, error="internal error, see server log"
                 )
+                if live.container_id is not None:  # never left running unsupervised
+                    with contextlib.suppress(TaskdashError):
+                        await self.engine.remove(live.container_id)
             finally:
                 self._live.pop(live.run_id, None)
 

@@ -1,7 +1,9 @@
 """A run's state transitions in the database, each announced on the hub when it happens.
 
-Both are guarded by the current status, so concurrent writers (a stop racing the container's
-end, a deletion) cannot move a run backwards: terminal states never change again.
+queued -> running -> a terminal state, and running -> queued for a run whose script never
+started (requeue). Each is guarded by the current status, so concurrent writers (a stop racing
+the container's end, a deletion) cannot move a run backwards: terminal states never change
+again.
 """
 
 from __future__ import annotations
@@ -28,16 +30,55 @@ class RunStates:
     def announce_queued(self, run_id: UUID, task_id: UUID) -> None:
         self.hub.publish_status(run_id, task_id, RunStatus.QUEUED)
 
-    async def mark_running(self, run: Run, *, container_id: str | None) -> bool:
-        """False when the run was stopped meanwhile (then it must not go on)."""
-        fields: dict[str, Any] = {"status": RunStatus.RUNNING, "container_id": container_id}
-        if run.started_at is None:
-            run.started_at = clock.utcnow()
-            fields["started_at"] = run.started_at
-        updated = await Run.filter(id=run.id, status__in=ACTIVE_STATUSES).update(**fields)
+    async def mark_running(self, run: Run) -> bool:
+        """Queued -> running: the run is being prepared (its build, then its container).
+        False when it was stopped meanwhile (then it must not go on)."""
+        updated = await Run.filter(id=run.id, status__in=ACTIVE_STATUSES).update(
+            status=RunStatus.RUNNING
+        )
         if updated and run.status is not RunStatus.RUNNING:
             run.status = RunStatus.RUNNING
             self.hub.publish_status(run.id, task_id_of(run), RunStatus.RUNNING)
+        return bool(updated)
+
+    # mark_build and mark_started record facts, whatever the status: a run stopped meanwhile
+    # still ran its build, still started.
+
+    async def mark_build(self, run: Run, *, started: bool) -> None:
+        """The requirements build begins (started) or ends: its own phase, before the run's
+        clock starts."""
+        now = clock.utcnow()
+        if started:
+            run.build_started_at, run.build_finished_at = now, None
+            fields: dict[str, Any] = {"build_started_at": now, "build_finished_at": None}
+        else:
+            run.build_finished_at = now
+            fields = {"build_finished_at": now}
+        await Run.filter(id=run.id).update(**fields)
+
+    async def mark_started(
+        self, run: Run, container_id: str, started_at: datetime | None = None
+    ) -> None:
+        """The run's container started: the API shows it from now, and the run's clock
+        (started_at, the timeout) starts now."""
+        run.container_id, run.started_at = container_id, started_at or clock.utcnow()
+        await Run.filter(id=run.id).update(container_id=container_id, started_at=run.started_at)
+
+    async def requeue(self, run: Run) -> bool:
+        """Running -> queued, for a run whose script never started (its preparation was cut
+        short by a crash or by losing the engine): it is prepared again from the start. False
+        when it is not running any more."""
+        updated = await Run.filter(id=run.id, status=RunStatus.RUNNING).update(
+            status=RunStatus.QUEUED,
+            container_id=None,
+            build_started_at=None,
+            build_finished_at=None,
+            started_at=None,
+        )
+        if updated:
+            run.status, run.container_id, run.started_at = RunStatus.QUEUED, None, None
+            run.build_started_at = run.build_finished_at = None
+            self.hub.publish_status(run.id, task_id_of(run), RunStatus.QUEUED)
         return bool(updated)
 
     async def finish(

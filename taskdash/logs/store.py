@@ -6,6 +6,7 @@ follower that replays the file and then follows the hub sees every line exactly 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Generator
@@ -17,6 +18,7 @@ from taskdash.logs.lines import masker
 
 # Room kept under the cap for the line that says the log was truncated.
 TRUNCATION_NOTE_BYTES = 128
+REPAIR_CHUNK_BYTES = 1024 * 1024
 
 
 class LogWriter:
@@ -38,7 +40,7 @@ class LogWriter:
     def write(self, lines: list[str]) -> None:
         for raw in lines:
             if self.truncated:
-                return
+                break  # still flush what this batch wrote before the cap
             line = self._mask(raw)
             data = (line + "\n").encode("utf-8", "replace")
             if self.bytes + len(data) > self.max_bytes - TRUNCATION_NOTE_BYTES:
@@ -58,15 +60,21 @@ class LogWriter:
 
 
 def repair_log_file(path: Path) -> tuple[int, int]:
-    """Drop a half-written last line (left by a crash) and count what is stored."""
+    """Drop a half-written last line (left by a crash) and count what is stored, reading the
+    file in pieces so a 10 MiB log never sits in memory whole."""
     if not path.exists():
         return 0, 0
+    lines = end = offset = 0
     with path.open("rb+") as handle:
-        data = handle.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
+        while chunk := handle.read(REPAIR_CHUNK_BYTES):
+            lines += chunk.count(b"\n")
+            last = chunk.rfind(b"\n")
+            if last >= 0:
+                end = offset + last + 1
+            offset += len(chunk)
+        if end != offset:
             handle.truncate(end)
-    return data[:end].count(b"\n"), end
+    return lines, end
 
 
 class LogStore:
@@ -84,6 +92,11 @@ class LogStore:
     def open_writer(self, run_id: UUID, masks: list[str] | None = None) -> LogWriter:
         """A writer for the run's log; each of `masks` is written as *** wherever it appears."""
         return LogWriter(self.path_for(run_id), run_id, self.max_bytes, self.hub, masks or [])
+
+    async def open_writer_off_loop(self, run_id: UUID, masks: list[str] | None = None) -> LogWriter:
+        """open_writer in a worker thread: opening repairs and counts the stored log, which can
+        be megabytes when a run is re-attached."""
+        return await asyncio.to_thread(self.open_writer, run_id, masks)
 
     def read_lines(self, run_id: UUID, after: int = 0) -> Generator[tuple[int, str], None, None]:
         """Stored lines numbered from 1, skipping the first `after`."""
