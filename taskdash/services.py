@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from tortoise.context import TortoiseContext
 
@@ -14,10 +15,13 @@ from taskdash.core.db import close_database, open_database
 from taskdash.core.errors import TaskdashError
 from taskdash.core.loop_probe import LoopProbe
 from taskdash.core.ratelimit import SlidingWindow
+from taskdash.engine.build_spec import DEPS_REPOSITORY, requirements_key
 from taskdash.engine.docker import DockerEngine
 from taskdash.engine.runs import RunManager
+from taskdash.engine.spec import LABEL_PREFIX
 from taskdash.logs.hub import LogHub
 from taskdash.logs.store import LogStore
+from taskdash.scheduling.retention import DepsImage, Retention
 from taskdash.scheduling.scheduler import Scheduler
 from taskdash.scheduling.schedules import ScheduleBook
 
@@ -39,6 +43,7 @@ class Services:
     login_failures: SlidingWindow
     run_starts: SlidingWindow
     loop_probe: LoopProbe
+    retention: Retention
 
 
 async def open_services(
@@ -64,6 +69,9 @@ async def open_services(
     probe = LoopProbe()
     await probe.open()
     stack.push_async_callback(probe.close)
+    retention = Retention(settings, logs, EngineDepsImages(engine, settings))
+    await retention.open()
+    stack.push_async_callback(retention.close)
     return Services(
         settings,
         database,
@@ -77,6 +85,7 @@ async def open_services(
         login_failures=SlidingWindow(settings.login_max_failures, settings.login_window_seconds),
         run_starts=SlidingWindow(settings.run_rate_per_minute, 60.0),
         loop_probe=probe,
+        retention=retention,
     )
 
 
@@ -90,3 +99,42 @@ async def report_images(engine: DockerEngine, settings: Settings) -> None:
     for image in (settings.python_image, settings.shell_image):
         if await engine.image_info(image) is None:
             log.warning("image %s is missing: run `make images` to build it", image)
+
+
+class EngineDepsImages:
+    """This installation's requirements images on the engine (those its builds labelled with
+    its instance), as retention asks for them."""
+
+    def __init__(self, engine: DockerEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.labels = {f"{LABEL_PREFIX}instance": settings.instance}
+
+    async def inventory(self) -> list[DepsImage]:
+        found = await self.engine.list_images(DEPS_REPOSITORY, self.labels)
+        # Each is its base image plus a commit: its own bytes are the difference.
+        parent_sizes: dict[str, int] = {}
+        for parent in {str(summary.get("ParentId") or "") for summary in found} - {""}:
+            if (info := await self.engine.image_info(parent)) is not None:
+                parent_sizes[parent] = int(info.get("Size") or 0)
+        return [
+            DepsImage(
+                tag=tag,
+                image_id=str(summary["Id"]),
+                created_at=datetime.fromtimestamp(int(summary["Created"]), UTC),
+                size=int(summary["Size"]),
+                own_size=int(summary["Size"]) - parent_sizes.get(str(summary.get("ParentId")), 0),
+            )
+            for summary in found
+            for tag in summary.get("RepoTags") or []
+            if tag.startswith(f"{DEPS_REPOSITORY}:")
+        ]
+
+    async def base_id(self, image: str) -> str | None:
+        info = await self.engine.image_info(image)
+        return str(info["Id"]) if info is not None else None
+
+    def tag_for(self, base_id: str, requirements: str) -> str:
+        return f"{DEPS_REPOSITORY}:{requirements_key(base_id, requirements)}"
+
+    async def remove(self, tag: str) -> bool:
+        return await self.engine.remove_image(tag)

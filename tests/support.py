@@ -41,6 +41,12 @@ def stop_when_parent_dies() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def folder_key(folder: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -62,7 +68,9 @@ class LiveServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKDASH_")}
         env |= {
             "TASKDASH_DATA_DIR": str(self.data_dir),
-            "TASKDASH_INSTANCE_ID": f"test-{self.data_dir.name}-{os.getpid()}",
+            # Unique per data folder (not per folder name: many tests name theirs `data`), so
+            # one test server never takes another's containers for orphans.
+            "TASKDASH_INSTANCE_ID": f"test-{folder_key(self.data_dir)}-{os.getpid()}",
         }
         return env | self.extra_env
 

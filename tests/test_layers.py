@@ -28,9 +28,11 @@ LAYERS = {
 MODELS = {"Task", "Run", "Schedule", "ScheduleSlot"}
 QUERIES = {"filter", "get", "get_or_none", "all", "create", "exists", "bulk_create", "exclude"}
 BLUEPRINTS = {
+    "taskdash.web.account",
     "taskdash.web.api",
     "taskdash.web.pages",
     "taskdash.web.schedules",
+    "taskdash.web.storage",
     "taskdash.web.streams",
 }
 

@@ -32,7 +32,6 @@ from taskdash.scheduling.record import (
     stamp_recorded,
     waiting_task_ids,
 )
-from taskdash.scheduling.retention import SlotPruner
 from taskdash.scheduling.waiting import WaitingSlots
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,6 @@ class Scheduler:
         # Slots due before this instant were missed while no scheduler ran: catch-ups.
         self.watching_since = watching_since
         self.waiting = WaitingSlots(settings)
-        self.pruner = SlotPruner()
         self._wakeup = asyncio.Event()
         # Bumped by wake(): a plan made under an older generation no longer holds.
         self._generation = 0
@@ -107,7 +105,6 @@ class Scheduler:
             try:
                 await self.fire_due(clock.utcnow(), plan)
                 plan = None
-                await self.pruner.prune_if_due(clock.utcnow())
                 plan = await self._plan_next()
             except Exception:
                 log.exception("the scheduler failed a step; retrying in 5 s")
