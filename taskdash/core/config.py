@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     stop_grace_seconds: int = Field(5, ge=0)
     log_max_bytes: int = Field(10 * MIB, ge=1024)
     max_script_bytes: int = Field(1 * MIB, ge=1)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    body_buffer_mb: int = Field(64, ge=4)
 
     pip_index_url: str | None = None
     pip_extra_index_url: str | None = None

@@ -18,7 +18,8 @@ def split_lines(pending: str, chunk: str) -> tuple[list[str], str]:
     out: list[str] = []
     for line in lines:
         out.extend(cut(line.removesuffix("\r")))
-    while len(rest) > MAX_LINE_CHARS:
+    # A trailing CR may be the first half of a CRLF: it does not count towards the cut.
+    while len(rest.removesuffix("\r")) > MAX_LINE_CHARS:
         out.append(rest[:MAX_LINE_CHARS])
         rest = rest[MAX_LINE_CHARS:]
     return out, rest

@@ -34,6 +34,7 @@ from taskdash.web.schemas import (
     DockerInfoOut,
     ErrorOut,
     HealthOut,
+    LogQuery,
     LoopLagOut,
     MessageOut,
     Pagination,
@@ -44,6 +45,7 @@ from taskdash.web.schemas import (
     TaskDetailOut,
     TaskOut,
     WhoAmIOut,
+    document_text,
     schedule_json,
 )
 
@@ -73,6 +75,10 @@ async def create_from_request(script_type: ScriptType) -> Response:
 @document_request(TaskCreateForm, source=DataSource.FORM_MULTIPART)
 @document_response(TaskCreatedOut, 201)
 @document_response(ErrorOut, 400)
+@document_response(ErrorOut, 413)
+@document_response(ErrorOut, 415)
+@document_response(ErrorOut, 429)
+@document_response(ErrorOut, 503)
 async def create_python_task() -> Response:
     """Create a Python task from an uploaded script (and optional requirements) and run it."""
     return await create_from_request(ScriptType.PYTHON)
@@ -83,6 +89,10 @@ async def create_python_task() -> Response:
 @document_request(TaskCreateForm, source=DataSource.FORM_MULTIPART)
 @document_response(TaskCreatedOut, 201)
 @document_response(ErrorOut, 400)
+@document_response(ErrorOut, 413)
+@document_response(ErrorOut, 415)
+@document_response(ErrorOut, 429)
+@document_response(ErrorOut, 503)
 async def create_shell_task() -> Response:
     """Create a shell task from an uploaded script and run it."""
     return await create_from_request(ScriptType.SHELL)
@@ -92,6 +102,7 @@ async def create_shell_task() -> Response:
 @allow(Role.VIEWER)
 @document_querystring(Pagination)
 @document_response(list[TaskOut])
+@document_response(ErrorOut, 400)
 async def list_all_tasks() -> Response:
     """List tasks, newest first, with their status (the total is in X-Total-Count)."""
     settings = services().settings
@@ -138,6 +149,8 @@ async def task_detail(task_id: str) -> Response:
 @allow(Role.OPERATOR)
 @document_response(RunStartedOut, 202)
 @document_response(ErrorOut, 409)
+@document_response(ErrorOut, 429)
+@document_response(ErrorOut, 503)
 async def start_run(task_id: str) -> Response:
     """Start a new run of a stored task."""
     task = await task_of(task_id)
@@ -191,6 +204,8 @@ async def task_run(task_id: str, run_id: str) -> Response:
 
 @api.get("/task/<task_id>/logs")
 @allow(Role.VIEWER)
+@document_querystring(LogQuery)
+@document_text("text/plain", "the stored log; X-Run-Id, X-Run-Status, X-Log-Truncated")
 @document_response(ErrorOut, 404)
 async def task_logs(task_id: str) -> Response:
     """The stored log of the latest run (or of `?run_id=`), as plain text."""

@@ -13,11 +13,12 @@ from functools import wraps
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from quart import Quart, Response, g, request
+from quart import Quart, Response, current_app, g, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from taskdash.core.errors import TaskdashError, Unauthenticated
+from taskdash.web.auth import PUBLIC, required_role
 from taskdash.web.forms import too_large
 from taskdash.web.responses import browser_asks, fragment, is_htmx, json_response, page
 
@@ -69,7 +70,7 @@ def to_login() -> Response:
 async def answer(error: TaskdashError) -> Response:
     if request.blueprint not in DASHBOARD:
         return error_json(error)
-    if isinstance(error, Unauthenticated) and request.endpoint != "account.login":
+    if isinstance(error, Unauthenticated) and not is_public_route():
         return to_login()
     reply: ErrorReply | None = g.get("error_reply")
     if reply is not None and (declared := await reply(error)) is not None:
@@ -77,6 +78,13 @@ async def answer(error: TaskdashError) -> Response:
     response = await error_page(error)
     response.headers.update(error.headers)
     return response
+
+
+def is_public_route() -> bool:
+    """The login page itself, say: sending it there again would loop (a revoked bearer token
+    is refused on every route)."""
+    endpoint = request.endpoint
+    return endpoint is not None and required_role(current_app, endpoint) == PUBLIC
 
 
 def http_error(error: HTTPException) -> TaskdashError:
@@ -87,7 +95,9 @@ def http_error(error: HTTPException) -> TaskdashError:
     elif status == 405:
         message = f"{request.method} is not allowed on {request.path}"
     code = error.name.lower().replace(" ", "_")
-    return TaskdashError(message, code=code, status=status)
+    # A 405 must say which methods the path takes (RFC 9110), as werkzeug's own answer does.
+    headers = {key: value for key, value in error.get_headers() if key == "Allow"}
+    return TaskdashError(message, code=code, status=status, headers=headers)
 
 
 def register_error_handlers(app: Quart) -> None:
@@ -108,7 +118,9 @@ def register_error_handlers(app: Quart) -> None:
         problem = http_error(error)
         if request.blueprint is None and browser_asks():
             # No route matched, and a person typed or followed the URL: answer a page.
-            return await error_page(problem)
+            response = await error_page(problem)
+            response.headers.update(problem.headers)
+            return response
         return await answer(problem)
 
     @app.errorhandler(Exception)

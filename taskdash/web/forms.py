@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from quart import request
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from taskdash.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -27,6 +29,14 @@ TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 N = TypeVar("N", int, float)
+NUMBERS = {
+    int: re.compile(r"[+-]?[0-9]+"),
+    float: re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"),
+}
+MAX_NAME_CHARS = 200
+MAX_FILENAME_CHARS = 255  # Task.script_filename's column
+# Control (NUL, CR, ESC...) and format characters (bidi overrides, zero-width): not for a label.
+HIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn"}
 
 
 class Upload(Protocol):
@@ -60,10 +70,10 @@ def parse_bool(value: str | None, name: str, default: bool) -> bool:
 def parse_number(value: str | None, name: str, kind: type[N], low: N, high: N) -> N | None:
     if value is None or value.strip() == "":
         return None
-    try:
-        number = kind(value.strip())
-    except ValueError:
-        raise BadRequest(f"'{name}' must be a {kind.__name__}, not {value!r}") from None
+    # Plain decimal notation: int() and float() also read "1_000", "٣" and "inf".
+    if not NUMBERS[kind].fullmatch(value.strip()):
+        raise BadRequest(f"'{name}' must be a {kind.__name__}, not {value!r}")
+    number = kind(value.strip())
     if not low <= number <= high:
         raise BadRequest(f"'{name}' must be between {low} and {high}, not {number}")
     return number
@@ -115,7 +125,7 @@ def read_script(
     upload = files.get("file")
     if upload is not None and (upload.filename or ""):
         content = upload.read()
-        filename = upload.filename or "script"
+        filename = safe_filename(upload.filename or "")
     elif (form.get("script") or "").strip():
         content = (form.get("script") or "").replace("\r\n", "\n").encode()
         filename = ""
@@ -133,6 +143,22 @@ def read_script(
     if not content.strip():
         raise BadRequest("the script is empty: upload a file with some code in it")
     return content, filename
+
+
+def safe_filename(name: str) -> str:
+    """The upload's own name, kept only to be shown: its last path part, without control or
+    format characters (NUL, bidi overrides), at most MAX_FILENAME_CHARS. No path derives from
+    it: the script is always /job/main.py or /job/script.sh in the container."""
+    base = re.split(r"[/\\]", name)[-1]
+    shown = "".join(c for c in base if unicodedata.category(c) not in HIDDEN_CATEGORIES).strip()
+    if shown in ("", ".", ".."):
+        return ""
+    if len(shown) <= MAX_FILENAME_CHARS:
+        return shown
+    stem, dot, extension = shown.rpartition(".")
+    if dot and 0 < len(extension) < 16:
+        return stem[: MAX_FILENAME_CHARS - len(extension) - 1] + dot + extension
+    return shown[:MAX_FILENAME_CHARS]
 
 
 def read_requirements(
@@ -171,33 +197,44 @@ def parse_new_task(
     unknown = set(files) - {"file", "requirements"}
     if unknown:
         raise BadRequest(f"unexpected file field(s): {', '.join(sorted(unknown))}")
-    script, filename = read_script(form, files, limit)
-    requirements = read_requirements(form, files, script_type, limit)
-    name = (form.get("name") or "").strip() or filename or f"{script_type.value} script"
-    if len(name) > 200:
-        raise BadRequest("'name' is longer than 200 characters")
+    # The small fields first: a request refused for one of them never reads its files.
+    name = (form.get("name") or "").strip()
+    if len(name) > MAX_NAME_CHARS:
+        raise BadRequest(f"'name' is longer than {MAX_NAME_CHARS} characters")
     image = (form.get("image") or "").strip() or None
     if image is not None and (len(image) > 255 or any(c.isspace() for c in image)):
         raise BadRequest(f"'image' is not a valid image name: {image!r}")
+    upload = parse_bool(form.get("upload"), "upload", default=True)
+    env = parse_env(form.get("env"))
+    secret_env = parse_env(form.get("secret_env"), "secret_env")
+    timeout_seconds = parse_number(
+        form.get("timeout_seconds"), "timeout_seconds", float, 1.0, 7 * 24 * 3600.0
+    )
+    memory_mb = parse_number(form.get("memory_mb"), "memory_mb", int, 6, 1024 * 1024)
+    cpus = parse_number(form.get("cpus"), "cpus", float, 0.01, 256.0)
+    script, filename = read_script(form, files, limit)
     return NewTask(
         script_type=script_type,
         script=script,
         filename=filename,
-        name=name,
-        upload=parse_bool(form.get("upload"), "upload", default=True),
-        requirements=requirements,
+        name=name or filename[:MAX_NAME_CHARS] or f"{script_type.value} script",
+        upload=upload,
+        requirements=read_requirements(form, files, script_type, limit),
         image=image,
-        env=parse_env(form.get("env")),
-        secret_env=parse_env(form.get("secret_env"), "secret_env"),
-        timeout_seconds=parse_number(
-            form.get("timeout_seconds"), "timeout_seconds", float, 1.0, 7 * 24 * 3600.0
-        ),
-        memory_mb=parse_number(form.get("memory_mb"), "memory_mb", int, 6, 1024 * 1024),
-        cpus=parse_number(form.get("cpus"), "cpus", float, 0.01, 256.0),
+        env=env,
+        secret_env=secret_env,
+        timeout_seconds=timeout_seconds,
+        memory_mb=memory_mb,
+        cpus=cpus,
     )
 
 
 def parse_page(args: Mapping[str, Any], default_limit: int) -> tuple[int, int]:
+    for name in ("limit", "offset"):
+        if isinstance(args, MultiDict) and len(args.getlist(name)) > 1:
+            raise BadRequest(f"'{name}' is given more than once")
+        if args.get(name) is not None and not str(args.get(name)).strip():
+            raise BadRequest(f"'{name}' is empty: give a whole number or leave it out")
     limit = parse_number(args.get("limit"), "limit", int, 1, 1000)
     offset = parse_number(args.get("offset"), "offset", int, 0, 10**12)
     return limit or default_limit, offset or 0
@@ -249,25 +286,36 @@ def too_large() -> PayloadTooLarge:
     """The answer to a body over MAX_CONTENT_LENGTH (the app's error handler uses it too)."""
     limit = request.max_content_length
     script_limit = services().settings.max_script_bytes
+    # The rest of the body is never read, so the server closes the connection after the
+    # answer: saying so keeps a client from sending its next request into it.
     return PayloadTooLarge(
         f"the request is too large (over the limit of {limit} bytes): scripts and requirements "
-        f"may be at most {script_limit} bytes each"
+        f"may be at most {script_limit} bytes each",
+        headers={"Connection": "close"},
     )
 
 
 async def read_fields() -> dict[str, Any]:
     """The request's fields, from a form or a JSON object; an empty body is no fields."""
     if request.mimetype == "application/json":
-        data = await request.get_json(silent=True)
-        if not isinstance(data, dict):
-            raise BadRequest('the JSON body must be an object such as {"cron_expression": ...}')
-        return data
+        return parse_json_object(await request.get_data())
     if request.mimetype in FORM_TYPES or not has_body():
         form, _files = await read_form()
         return form
     raise UnsupportedMediaType(
         f"send this as form data or JSON (got {request.mimetype or 'no content type'})"
     )
+
+
+def parse_json_object(body: str | bytes) -> dict[str, Any]:
+    # Not request.get_json: it decodes the body first, and invalid UTF-8 escapes its `silent`.
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise BadRequest('the JSON body must be an object such as {"cron_expression": ...}')
+    return data
 
 
 # schedules --------------------------------------------------------------------------------

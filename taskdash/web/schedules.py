@@ -28,6 +28,7 @@ schedules = Blueprint("schedules", __name__)
 @document_response(ScheduleOut, 200)
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 409)
+@document_response(ErrorOut, 415)
 async def set_task_schedule(task_id: str) -> Response:
     """Set the task's cron schedule (fields left out keep their value); answers it with its
     next five fire times."""
@@ -42,6 +43,7 @@ async def set_task_schedule(task_id: str) -> Response:
 @document_request(ScheduleChangeIn, source=DataSource.JSON)
 @document_response(ScheduleOut)
 @document_response(ErrorOut, 404)
+@document_response(ErrorOut, 415)
 async def change_task_schedule(task_id: str) -> Response:
     """Change some of the schedule's settings; `enabled=false` pauses it, `true` resumes it."""
     task = parse_uuid(task_id)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar, get_origin
 from uuid import UUID
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
+from quart_schema.openapi import OpenAPIProvider
+from werkzeug.routing import BaseConverter, Rule
 
 from taskdash.core.models import (
     ActorKind,
@@ -21,6 +25,7 @@ from taskdash.core.models import (
     Trigger,
 )
 from taskdash.scheduling.schedules import ScheduleView
+from taskdash.web.auth import PUBLIC
 
 
 class ErrorBody(BaseModel):
@@ -50,6 +55,11 @@ class RunOut(BaseModel):
     trigger: Trigger
     exit_code: int | None
     queued_at: datetime
+    # The requirements build, its own phase (null without requirements); the run's clock
+    # (started_at, duration_seconds, the timeout) starts with its container, after it.
+    build_started_at: datetime | None = None
+    build_finished_at: datetime | None = None
+    build_seconds: float | None = None
     started_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None
@@ -71,6 +81,9 @@ class RunOut(BaseModel):
             trigger=run.trigger,
             exit_code=run.exit_code,
             queued_at=run.queued_at,
+            build_started_at=run.build_started_at,
+            build_finished_at=run.build_finished_at,
+            build_seconds=cls.build_seconds_of(run),
             started_at=run.started_at,
             finished_at=run.finished_at,
             duration_seconds=run.duration_seconds,
@@ -83,6 +96,12 @@ class RunOut(BaseModel):
             catch_up=run.catch_up,
             started_by=ActorOut(kind=run.started_by_kind, name=run.started_by_name),
         )
+
+    @staticmethod
+    def build_seconds_of(run: Run) -> float | None:
+        if run.build_started_at is None or run.build_finished_at is None:
+            return None
+        return (run.build_finished_at - run.build_started_at).total_seconds()
 
 
 class TaskOut(BaseModel):
@@ -238,21 +257,39 @@ class HealthOut(BaseModel):
     )
 
 
+# A form field is sent or left out, never null: the document says so (no `null` branch).
+Absent = SkipJsonSchema[None]
+
+
 class TaskCreateForm(BaseModel):
     """multipart/form-data fields of POST /task/py and /task/sh."""
 
-    file: str = Field(description="the script file (or send its text in `script`)")
-    requirements: str | None = Field(None, description="requirements.txt (python only)")
-    upload: bool = Field(True, description="keep the script (true) or stream it once (false)")
-    name: str | None = None
-    image: str | None = None
-    timeout_seconds: float | None = None
-    memory_mb: int | None = None
-    cpus: float | None = None
-    env: str | None = Field(
+    file: str = Field(
+        description="the script file (or send its text in `script`)",
+        json_schema_extra={"format": "binary"},
+    )
+    script: str | Absent = Field(None, description="the script's text, when no `file` is sent")
+    requirements: str | Absent = Field(None, description="requirements.txt (python only)")
+    upload: bool = Field(
+        True,
+        description="keep the script (true) or stream it once (false); 1/0, yes/no and on/off "
+        "are read too",
+    )
+    name: Annotated[str, Field(max_length=200)] | Absent = None
+    image: Annotated[str, Field(max_length=255)] | Absent = None
+    timeout_seconds: Annotated[float, Field(ge=1, le=7 * 24 * 3600)] | Absent = Field(
+        None, description="at most TASKDASH_MAX_RUN_TIMEOUT_SECONDS"
+    )
+    memory_mb: Annotated[int, Field(ge=6, le=1024 * 1024)] | Absent = Field(
+        None, description="at most TASKDASH_MAX_RUN_MEMORY_MB"
+    )
+    cpus: Annotated[float, Field(ge=0.01, le=256)] | Absent = Field(
+        None, description="at most TASKDASH_MAX_RUN_CPUS"
+    )
+    env: str | Absent = Field(
         None, description='a JSON object, e.g. {"GREETING": "hi"}, or NAME=value lines'
     )
-    secret_env: str | None = Field(
+    secret_env: str | Absent = Field(
         None,
         description="like env, but the values are stored encrypted, masked as *** in logs, "
         "and never shown again",
@@ -263,8 +300,12 @@ class ScheduleIn(BaseModel):
     """Form fields (multipart or urlencoded) or a JSON object with the same keys. A field left
     out keeps its current value; a new schedule takes the defaults shown."""
 
-    cron_expression: str = Field(description="5 cron fields or a macro such as @daily")
-    timezone: str | None = Field(None, description="IANA zone, e.g. Europe/Paris (default UTC)")
+    cron_expression: str = Field(
+        description="5 cron fields or a macro such as @daily", examples=["*/15 * * * 1-5"]
+    )
+    timezone: str | None = Field(
+        None, description="IANA zone, e.g. Europe/Paris (default UTC)", examples=["Europe/Paris"]
+    )
     enabled: bool = Field(True, description="false pauses the schedule without deleting it")
     overlap: OverlapPolicy = Field(
         OverlapPolicy.SKIP, description="when a run is still active: skip, queue or allow"
@@ -281,5 +322,96 @@ class ScheduleChangeIn(BaseModel):
 
 
 class Pagination(BaseModel):
-    limit: int | None = None
-    offset: int | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] | Absent = None
+    offset: Annotated[int, Field(ge=0, le=10**12)] | Absent = None
+
+
+class LogQuery(BaseModel):
+    run_id: UUID | Absent = Field(None, description="another run than the latest")
+
+
+# the OpenAPI document ---------------------------------------------------------------------
+
+TEXT_ATTRIBUTE = "_taskdash_text_responses"
+DASHBOARD_BLUEPRINTS = {"pages", "account"}
+ROUTE_ERRORS = {
+    400: "a malformed id in the path, or a parameter it names is wrong",
+    401: "no valid credentials: send `Authorization: Bearer <token>` or log in",
+    403: "the credentials' role is too low, or a cross-site or CSRF-less write",
+    404: "no such task, run or schedule",
+}
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an API token"},
+    "session": {"type": "apiKey", "in": "cookie", "name": "taskdash_session"},
+}
+DASHBOARD_RESPONSE = {
+    "description": "the dashboard: an HTML page, an htmx fragment or a redirect",
+    "content": {"text/html": {}, "text/plain": {}},
+}
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def document_text(media_type: str, description: str, status: int = 200) -> Callable[[View], View]:
+    """Document a response whose body is text of `media_type`, not JSON."""
+
+    def mark(view: View) -> View:
+        texts = dict(getattr(view, TEXT_ATTRIBUTE, {}))
+        texts[status] = {"description": description, "content": {media_type: {}}}
+        setattr(view, TEXT_ATTRIBUTE, texts)
+        return view
+
+    return mark
+
+
+class ApiDocument(OpenAPIProvider):
+    """quart-schema's document, completed with what every route answers beyond its declared
+    bodies: ids in paths are UUIDs; a route that needs a role can answer 401 and 403, one with
+    an id 400 (malformed) and 404; text bodies (`document_text`); the dashboard's routes answer
+    HTML (a page, an htmx fragment or a redirect) and are no API."""
+
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        document["components"]["securitySchemes"] = SECURITY_SCHEMES
+        return document
+
+    def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
+        parameter = super().build_path_parameter(name, converter)
+        if name.endswith("_id"):
+            parameter["schema"] = {"type": "string", "format": "uuid"}
+        return parameter
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        error, error_components = self.build_response_object(ErrorOut, None)
+        components.update(error_components)
+        view = self._app.view_functions[rule.endpoint]
+        guarded = getattr(view, "required_role", PUBLIC) != PUBLIC
+        # The dashboard answers its errors as pages too; its streams (/ui/) answer them as JSON.
+        dashboard = rule.endpoint.partition(".")[0] in DASHBOARD_BLUEPRINTS
+        statuses = ([401, 403] if guarded else []) + (
+            [400, 404] if any(name.endswith("_id") for name in rule.arguments) else []
+        )
+        if dashboard:
+            statuses = []
+        for operations in paths.values():
+            for operation in operations.values():
+                # quart-schema shares one responses dict between a rule's methods.
+                responses = dict(operation["responses"]) | getattr(view, TEXT_ATTRIBUTE, {})
+                for status in statuses:
+                    responses.setdefault(status, error | {"description": ROUTE_ERRORS[status]})
+                if dashboard:
+                    responses["default"] = DASHBOARD_RESPONSE
+                operation["responses"] = {str(key): value for key, value in responses.items()}
+                ui = dashboard or rule.rule.startswith("/ui/")
+                operation["tags"] = ["dashboard" if ui else "api"]
+                if guarded:
+                    operation["security"] = [{"bearer": []}, {"session": []}]
+        return paths, components
+
+    def build_response_object(
+        self, model: Any, headers_model: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        response, components = super().build_response_object(model, headers_model)
+        if get_origin(model) is not None:
+            response["description"] = ""  # not the docstring of `list`
+        return response, components

@@ -15,6 +15,7 @@ from taskdash.operations.tasks import get_task
 from taskdash.web.auth import allow
 from taskdash.web.context import services
 from taskdash.web.forms import parse_number, parse_uuid
+from taskdash.web.schemas import document_text
 from taskdash.web.sse import (
     Badges,
     HtmlRenderer,
@@ -64,6 +65,10 @@ async def encode(body: AsyncIterator[str]) -> AsyncIterator[bytes]:
 
 @streams.get("/task/<task_id>/logs/stream")
 @allow(Role.VIEWER)
+@document_text(
+    "text/event-stream",
+    "events `line` (id = line number), `status`, `end`; keep-alive comments",
+)
 async def task_logs_stream(task_id: str) -> Response:
     """Live log of the latest run (or of `?run_id=`) as server-sent events.
 
