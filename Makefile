@@ -16,7 +16,8 @@ images:
 lint:
 	scripts/test.sh lint
 
-# Lint, type-check and run the test suite (CI runs this via .ci/run).
+# Lint, type-check and run the test suite on SQLite, then on a throwaway PostgreSQL cluster
+# (CI runs this via .ci/run; TASKDASH_TEST_DATABASES=sqlite for one pass).
 test:
 	scripts/test.sh
 

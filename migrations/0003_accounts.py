@@ -56,12 +56,12 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Run',
             name='started_by_kind',
-            field=fields.CharEnumField(default=ActorKind.ANONYMOUS, description='USER: user\nTOKEN: token\nSCHEDULE: schedule\nANONYMOUS: anonymous', enum_type=ActorKind, max_length=16),
+            field=fields.CharEnumField(default=ActorKind.ANONYMOUS, db_default=ActorKind.ANONYMOUS.value, description='USER: user\nTOKEN: token\nSCHEDULE: schedule\nANONYMOUS: anonymous', enum_type=ActorKind, max_length=16),
         ),
         ops.AddField(
             model_name='Run',
             name='started_by_name',
-            field=fields.CharField(default='', max_length=64),
+            field=fields.CharField(default='', db_default='', max_length=64),
         ),
         ops.AddField(
             model_name='Task',

@@ -111,3 +111,18 @@ ensure_docker() {
     done
     say "docker engine is up ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
 }
+
+# postgres_bindir: print the folder of the newest PostgreSQL server's programs (initdb, pg_ctl,
+# pg_isready): Debian keeps them in /usr/lib/postgresql/N/bin, off the PATH. Fails when none.
+postgres_bindir() {
+    local dir
+    for dir in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k4,4nr); do
+        if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && [ -x "$dir/pg_isready" ]; then
+            echo "$dir"
+            return 0
+        fi
+    done
+    dir=$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")
+    if [ -x "$dir/pg_ctl" ] && [ -x "$dir/pg_isready" ]; then echo "$dir"; return 0; fi
+    return 1
+}

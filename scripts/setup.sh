@@ -4,7 +4,8 @@
 #   1. a Docker engine that answers (installs docker.io and starts a detached dockerd if needed)
 #   2. .venv with requirements.txt (--test: requirements-dev.txt), skipped when unchanged
 #   3. the runtime images taskdash/{shell,python}:bookworm (scripts/build-images.sh)
-#   4. --test: Debian's chromium for the browser tests
+#   4. --test: Debian's chromium for the browser tests, debootstrap, and Debian's postgresql
+#      for the PostgreSQL pass (scripts/test.sh starts a throwaway cluster of its own)
 # Installing packages or starting dockerd needs root; otherwise it says what is missing.
 set -euo pipefail
 
@@ -17,7 +18,7 @@ TEST=0
 for arg in "$@"; do
     case $arg in
         --test) TEST=1 ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) die "unknown option: $arg (expected --test)" ;;
     esac
 done
@@ -67,16 +68,28 @@ fi
 # 3. Runtime images.
 "$ROOT/scripts/build-images.sh"
 
-# 4. Tests: Debian's chromium for Playwright (never `playwright install`), and debootstrap
-#    for tests that exercise the offline image build.
+# 4. Tests: Debian's chromium for Playwright (never `playwright install`), debootstrap for
+#    tests that exercise the offline image build, and PostgreSQL's server programs (initdb,
+#    pg_ctl: Debian keeps them in /usr/lib/postgresql/N/bin) for the PostgreSQL pass.
 if [ "$TEST" -eq 1 ]; then
     missing=()
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    if ! postgres_bindir >/dev/null; then
+        missing+=(postgresql)
+        # The tests start their own cluster: the package need not make and start `main`.
+        if is_root; then
+            mkdir -p /etc/postgresql-common/createcluster.d
+            echo "create_main_cluster = false" \
+                >/etc/postgresql-common/createcluster.d/taskdash-tests.conf
+        fi
+    fi
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "needed by the tests" "${missing[@]}"
     fi
     say "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo 'installed')"
+    bindir=$(postgres_bindir) || die "postgresql is installed but no initdb/pg_ctl was found"
+    say "postgresql: $("$bindir/postgres" --version 2>/dev/null || echo 'installed') in $bindir"
 fi
 
 say "ready in $(elapsed "$t_all")"

@@ -1,4 +1,6 @@
-"""Fixtures over real components: the Docker engine, a SQLite file, a hypercorn server."""
+"""Fixtures over real components: the Docker engine, the database (a SQLite file, or a
+PostgreSQL database of its own on the PostgreSQL pass: tests/databases.py), a hypercorn
+server."""
 
 from __future__ import annotations
 
@@ -8,13 +10,81 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from taskdash.core.config import Settings
+from tests import databases
 from tests.support import LiveServer, make_wheel
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only(reason): runs in the SQLite pass only; the PostgreSQL pass leaves it out "
+        "and says why at the end",
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """On the PostgreSQL pass a cluster that does not answer stops the run: no test may pass
+    by skipping the database it was asked to use."""
+    if databases.CLUSTER is not None and (problem := databases.CLUSTER.check()):
+        pytest.exit(
+            f"TASKDASH_TEST_DATABASE=postgres, but {problem} (scripts/test.sh starts a cluster)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+SQLITE_ONLY = pytest.StashKey[list[tuple[str, str]]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PostgreSQL pass deselects the SQLite-only tests (so nothing they would start, like
+    the long silence's run, starts) and lists them with their reasons in the summary."""
+    left_out: list[pytest.Item] = []
+    reasons: list[tuple[str, str]] = []
+    for item in items:
+        if (marker := item.get_closest_marker("sqlite_only")) is not None:
+            if not (reason := marker.kwargs.get("reason", "")):
+                raise pytest.UsageError(f"{item.nodeid}: sqlite_only(reason=...) says why")
+            left_out.append(item)
+            reasons.append((item.nodeid, reason))
+    if left_out and databases.ON_POSTGRES:
+        config.hook.pytest_deselected(items=left_out)
+        dropped = set(left_out)
+        items[:] = [item for item in items if item not in dropped]
+        config.stash[SQLITE_ONLY] = reasons
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if reasons := config.stash.get(SQLITE_ONLY, []):
+        terminalreporter.section("SQLite pass only (left out on PostgreSQL)")
+        for nodeid, reason in reasons:
+            terminalreporter.line(f"{nodeid}: {reason}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database_per_data_dir() -> Iterator[None]:
+    """On the PostgreSQL pass, settings made in the test process (in-process apps, the
+    scheduler and retention tests) get their data dir's database too, where SQLite would
+    put its file in the data dir; the databases are dropped at the end."""
+    cluster = databases.CLUSTER
+    if cluster is None:
+        yield
+        return
+
+    def database(settings: Settings) -> str:
+        return settings.database_url or cluster.url_for(settings.data_dir)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Settings, "database", property(database))
+        yield
+    cluster.drop_all()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from tests.databases import database_env
+
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 TERMINAL = {"succeeded", "failed", "stopped", "timed_out", "error"}
@@ -72,13 +74,17 @@ class LiveServer:
             # one test server never takes another's containers for orphans.
             "TASKDASH_INSTANCE_ID": f"test-{folder_key(self.data_dir)}-{os.getpid()}",
         }
-        return env | self.extra_env
+        return env | database_env(self.data_dir) | self.extra_env
 
     def start(self, *, healthy: bool = True) -> LiveServer:
         return self.start_on("127.0.0.1", healthy=healthy)
 
     def start_on(self, host: str, *, healthy: bool = True) -> LiveServer:
         """Listen on `host` (the tests still reach it through 127.0.0.1)."""
+        return self.launch(host).wait_ready(healthy=healthy)
+
+    def launch(self, host: str = "127.0.0.1") -> LiveServer:
+        """Start the process without waiting for it to answer (several starting together)."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "taskdash.serve", "--bind", f"{host}:{self.port}"],
@@ -89,6 +95,9 @@ class LiveServer:
             start_new_session=True,
             preexec_fn=stop_when_parent_dies,
         )
+        return self
+
+    def wait_ready(self, *, healthy: bool = True) -> LiveServer:
         wait_for(
             lambda: self._answers(healthy),
             timeout=60,
@@ -214,6 +223,7 @@ def taskdash_cli(data_dir: Path, *args: str, stdin: str = "") -> subprocess.Comp
     """`python -m taskdash ...` against the database in `data_dir`, as an operator runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKDASH_")}
     env["TASKDASH_DATA_DIR"] = str(data_dir)
+    env |= database_env(data_dir)
     return subprocess.run(
         [sys.executable, "-m", "taskdash", *args],
         cwd=REPO,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
+from tests.databases import query, stored_bytes
 from tests.support import taskdash_cli
 
 PASSWORD = "correct horse battery"
@@ -23,11 +23,7 @@ def test_users_are_added_listed_given_a_new_password_and_removed(tmp_path: Path)
         stdin=PASSWORD + "\n",
     )
     assert added.returncode == 0 and "added user alice (operator)" in added.stdout
-    stored = (
-        sqlite3.connect(data / "taskdash.sqlite3")
-        .execute("SELECT password_hash FROM account")
-        .fetchone()[0]
-    )
+    [(stored,)] = query(data, "SELECT password_hash FROM account")
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
     listing = taskdash_cli(data, "user", "list")
     assert listing.stdout.startswith("alice\toperator")
@@ -37,11 +33,7 @@ def test_users_are_added_listed_given_a_new_password_and_removed(tmp_path: Path)
         data, "user", "passwd", "alice", "--password-stdin", stdin="another long one\n"
     )
     assert changed.returncode == 0
-    after = (
-        sqlite3.connect(data / "taskdash.sqlite3")
-        .execute("SELECT password_hash FROM account")
-        .fetchone()[0]
-    )
+    [(after,)] = query(data, "SELECT password_hash FROM account")
     assert after != stored
     assert taskdash_cli(data, "user", "remove", "alice").returncode == 0
     assert taskdash_cli(data, "user", "list").stdout == ""
@@ -68,7 +60,7 @@ def test_tokens_print_their_secret_once_and_are_stored_hashed(tmp_path: Path) ->
     secret = created.stdout.strip()
     assert secret.startswith("tdt_") and len(secret) > 40
     assert "shown only now" in created.stderr
-    database = (data / "taskdash.sqlite3").read_bytes()
+    database = stored_bytes(data)
     assert secret.encode() not in database
     listing = taskdash_cli(data, "token", "list").stdout
     assert listing.startswith("ci\toperator\tservice\t") and secret not in listing

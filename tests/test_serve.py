@@ -8,11 +8,13 @@ from pathlib import Path
 
 import httpx
 
+from tests.databases import database_env
 from tests.support import REPO, LiveServer, add_user, free_port, wait_for
 
 
 def serve(data_dir: Path, bind: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {"PATH": "/usr/bin:/bin", "TASKDASH_DATA_DIR": str(data_dir), **env}
+    environment = {"PATH": "/usr/bin:/bin", "TASKDASH_DATA_DIR": str(data_dir)}
+    environment |= database_env(data_dir) | env
     return subprocess.run(
         [sys.executable, "-m", "taskdash.serve", "--bind", bind],
         cwd=REPO,

@@ -5,7 +5,8 @@ itself. The scheduler's rows go through these parameterised statements instead. 
 they need from the ORM is read here, and only here, from a model's public metadata: the table
 name, the column of each field, and each field's own conversion to and from database values,
 so rows written this way are stored exactly as the ORM writes them. Placeholders follow the
-connection's dialect (`?` for SQLite, `$n` for PostgreSQL).
+connection's dialect (`?` for SQLite, asyncpg's `$n` for PostgreSQL: config.DATABASE_SCHEMES
+admits no other PostgreSQL driver, psycopg's `%s` would need its own).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from tests.databases import stored_bytes
 from tests.support import LiveServer, create_task, logs, wait_for, wait_run
 
 SCRIPT = """
@@ -54,7 +55,7 @@ def test_a_secret_reaches_the_script_and_nothing_else(
     assert "API_KEY=***" in kept["container"]["Config"]["Env"]
     page = client.get(f"/tasks/{created['task_id']}").text
     assert secret not in page
-    database = (server.data_dir / "taskdash.sqlite3").read_bytes()
+    database = stored_bytes(server.data_dir)
     assert secret.encode() not in database, "stored encrypted"
     assert secret.encode() not in (server.data_dir / "logs" / f"{run['run_id']}.log").read_bytes()
 

@@ -10,8 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from tests.engine.conftest import SILENCE_SECONDS, LongSilence
 from tests.support import TERMINAL, get_run, logs, wait_for
+
+pytestmark = pytest.mark.sqlite_only(
+    reason="370 s of a silent container: it tests the engine and the stream, which do not "
+    "change with the database, so one pass is enough"
+)
 
 
 def test_a_run_silent_for_six_minutes_has_its_last_line_stored_and_streamed(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -34,6 +33,7 @@ from taskdash.logs.hub import LogHub
 from taskdash.logs.store import LogStore
 from taskdash.scheduling.retention import Retention
 from taskdash.services import EngineDepsImages
+from tests.databases import query
 from tests.support import LiveServer, create_task, wait_for, wait_run
 
 # Ahead of the real clock, so images made by the engine now are 60 days old at NOW.
@@ -278,6 +278,10 @@ def statements_rows(sql: list[str], table: str) -> list[int]:
     return [len(re.findall(r"'[^']*'|\b\d+\b", s.split(" IN (", 1)[1])) for s in deletes]
 
 
+@pytest.mark.sqlite_only(
+    reason="it traces the statements on SQLite's one connection, which the app's queries share "
+    "(on PostgreSQL they go through a pool, side by side)"
+)
 async def test_deletes_go_in_small_statements_with_other_queries_in_between(
     settings: Settings, logs: LogStore, clock: Clock
 ) -> None:
@@ -422,11 +426,12 @@ async def test_requirements_images_unused_past_the_limit_go_used_ones_stay(
 
 def backdate(data_dir: Path, run_id: str, days: int) -> None:
     """Move a run's queued time back, writing the server's database as another process."""
-    with sqlite3.connect(data_dir / "taskdash.sqlite3", timeout=10) as db:
-        db.execute(
-            "UPDATE run SET queued_at = ? WHERE id = ?",
-            ((datetime.now(UTC) - days * DAY).isoformat(sep=" "), run_id),
-        )
+    query(
+        data_dir,
+        "UPDATE run SET queued_at = ? WHERE id = ?",
+        datetime.now(UTC) - days * DAY,
+        run_id,
+    )
 
 
 def test_a_server_prunes_on_its_own_schedule(make_server: Callable[..., LiveServer]) -> None:

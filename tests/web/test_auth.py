@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 
 from taskdash import create_app
 from taskdash.core.config import load_settings
+from tests.databases import query
 from tests.support import (
     LiveServer,
     add_token,
@@ -234,10 +235,9 @@ def test_login_goes_only_to_paths_on_this_site(secured: Secured) -> None:
 
 def test_an_expired_session_goes_back_to_the_login_page(secured: Secured) -> None:
     client = log_in(secured, "viewer")
-    database = sqlite3.connect(secured.data_dir / "taskdash.sqlite3")
-    with database:
-        database.execute("UPDATE user_session SET expires_at = '2000-01-01 00:00:00+00:00'")
-    database.close()
+    query(
+        secured.data_dir, "UPDATE user_session SET expires_at = ?", datetime(2000, 1, 1, tzinfo=UTC)
+    )
     response = client.get(f"/tasks/{secured.task_id}")
     assert response.status_code == 303
     assert response.headers["location"] == f"/login?next=/tasks/{secured.task_id}"
