@@ -125,15 +125,22 @@ class Run(Model):
     # Set for runs fired by a schedule: the slot they were fired for.
     scheduled_for = fields.DatetimeField(null=True)
     catch_up = fields.BooleanField(default=False)
-    started_by_kind = fields.CharEnumField(ActorKind, max_length=16, default=ActorKind.ANONYMOUS)
-    started_by_name = fields.CharField(max_length=64, default="")
+    # Database defaults too: the columns were added to tables that already held runs.
+    started_by_kind = fields.CharEnumField(
+        ActorKind, max_length=16, default=ActorKind.ANONYMOUS, db_default=ActorKind.ANONYMOUS.value
+    )
+    started_by_name = fields.CharField(max_length=64, default="", db_default="")
+    # The replica that supervises it (null until one claims it); another replica asks it to
+    # stop through stop_requested, since the container may be on that replica's engine.
+    owner = fields.CharField(max_length=128, null=True)
+    stop_requested = fields.BooleanField(default=False, db_default=False)
 
     task_id: object
 
     class Meta:
         table = "run"
         ordering = ["-queued_at"]
-        indexes = (("task_id", "queued_at"), ("status",), ("queued_at",))
+        indexes = (("task_id", "queued_at"), ("status",), ("queued_at",), ("owner", "status"))
 
     @property
     def duration_seconds(self) -> float | None:
@@ -251,3 +258,17 @@ class UserSession(Model):
 
     class Meta:
         table = "user_session"
+
+
+class Replica(Model):
+    """A taskdash process sharing the database, with a lease it renews while it lives.
+
+    Once the lease has expired, another replica takes over the runs it owned."""
+
+    id = fields.CharField(max_length=128, primary_key=True)
+    started_at = fields.DatetimeField(default=utcnow)
+    heartbeat_at = fields.DatetimeField(default=utcnow)
+    lease_expires_at = fields.DatetimeField(default=utcnow, db_index=True)
+
+    class Meta:
+        table = "replica"

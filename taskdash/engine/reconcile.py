@@ -1,8 +1,10 @@
 """What nobody in this process supervises: runs still `running` or `queued`, labelled containers.
 
-It runs at start-up (what an earlier process left) and every time the Docker engine answers
-again after an outage; runs this process supervises (`owned`) are theirs to handle and left
-alone, with their containers.
+It runs at start-up (what an earlier process left), every time the Docker engine answers
+again after an outage, and after this replica took over the runs of one that died. It handles
+only this replica's runs (and queued runs nobody claimed); runs this process supervises
+(`owned`) are theirs to handle and left alone, with their containers, and so are the runs
+other replicas own.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from taskdash.core.errors import TaskdashError
-from taskdash.core.models import Run, RunStatus
+from taskdash.core.models import ACTIVE_STATUSES, Run, RunStatus
 from taskdash.engine.docker import ContainerSummary, DockerEngine, EngineUnavailable
+from taskdash.engine.replicas import claimable_by
 from taskdash.engine.spec import LABEL_PREFIX
 from taskdash.engine.states import RunStates
 from taskdash.engine.supervisor import LOG_OFFSET_LABEL
@@ -57,6 +60,7 @@ def run_id_of(container: ContainerSummary) -> UUID | None:
 
 async def reconcile(
     instance: str,
+    replica: str,
     engine: DockerEngine,
     states: RunStates,
     logs: LogStore,
@@ -68,7 +72,13 @@ async def reconcile(
     by_run = {run_id_of(c): c for c in containers if c.labels.get(f"{LABEL_PREFIX}role") == "run"}
     leftovers = Leftovers()
     kept: set[str] = set()
-    for run in await Run.filter(status=RunStatus.RUNNING).prefetch_related("task"):
+    others = set(
+        await Run.filter(status__in=ACTIVE_STATUSES, owner__not_isnull=True)
+        .exclude(owner=replica)
+        .values_list("id", flat=True)
+    )
+    mine = Run.filter(status=RunStatus.RUNNING, owner=replica).prefetch_related("task")
+    for run in await mine:
         if run.id in owned:
             continue
         container = by_run.get(run.id)
@@ -84,11 +94,15 @@ async def reconcile(
             await states.finish(run.id, RunStatus.ERROR, error=CONTAINER_LOST)
     for container in containers:
         run_id = run_id_of(container)
-        if container.id in kept or (run_id is not None and run_id in owned):
+        if container.id in kept or (run_id is not None and (run_id in owned or run_id in others)):
             continue
         log.warning("removing orphan container %s", container.id[:12])
         await remove_orphan(engine, container)
-    queued = await Run.filter(status=RunStatus.QUEUED).order_by("queued_at")
+    queued = (
+        await Run.filter(status=RunStatus.QUEUED)
+        .filter(claimable_by(replica))
+        .order_by("queued_at")
+    )
     leftovers.to_start = [run for run in queued if run.id not in owned]
     return leftovers
 

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from taskdash.core import clock
 from taskdash.core.models import ACTIVE_STATUSES, Run, RunStatus
+from taskdash.engine.replicas import claimable_by
 from taskdash.logs.hub import LogHub
 from taskdash.logs.store import LogWriter
 
@@ -24,8 +25,20 @@ def task_id_of(run: Run) -> UUID:
 
 
 class RunStates:
-    def __init__(self, hub: LogHub) -> None:
+    def __init__(self, hub: LogHub, replica: str) -> None:
         self.hub = hub
+        # The replica whose runs these are: a run is claimed by the first replica to move it.
+        self.replica = replica
+
+    async def claim(self, run_id: UUID) -> bool:
+        """Make a queued run this replica's, unless another replica claimed it already: one
+        guarded UPDATE, so a run is claimed, and started, exactly once across replicas."""
+        updated = (
+            await Run.filter(id=run_id, status=RunStatus.QUEUED)
+            .filter(claimable_by(self.replica))
+            .update(owner=self.replica)
+        )
+        return bool(updated)
 
     def announce_queued(self, run_id: UUID, task_id: UUID) -> None:
         self.hub.publish_status(run_id, task_id, RunStatus.QUEUED)
@@ -33,8 +46,10 @@ class RunStates:
     async def mark_running(self, run: Run) -> bool:
         """Queued -> running: the run is being prepared (its build, then its container).
         False when it was stopped meanwhile (then it must not go on)."""
-        updated = await Run.filter(id=run.id, status__in=ACTIVE_STATUSES).update(
-            status=RunStatus.RUNNING
+        updated = (
+            await Run.filter(id=run.id, status__in=ACTIVE_STATUSES)
+            .filter(claimable_by(self.replica))
+            .update(status=RunStatus.RUNNING, owner=self.replica)
         )
         if updated and run.status is not RunStatus.RUNNING:
             run.status = RunStatus.RUNNING

@@ -108,6 +108,41 @@ class LogStore:
                 if number > after and raw.endswith(b"\n"):
                     yield number, raw[:-1].decode("utf-8", "replace")
 
+    def offset_after(self, run_id: UUID, lines: int) -> int:
+        """The byte offset just after the first `lines` stored lines."""
+        path = self.path_for(run_id)
+        if lines <= 0 or not path.exists():
+            return 0
+        offset = 0
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.endswith(b"\n"):
+                    break
+                offset += len(raw)
+                if number == lines:
+                    break
+        return offset
+
+    def read_new(
+        self, run_id: UUID, number: int, offset: int, limit: int = REPAIR_CHUNK_BYTES
+    ) -> tuple[list[tuple[int, str]], int]:
+        """Complete lines stored from byte `offset` on (line `number` + 1 and later, at most
+        about `limit` bytes of them), and the offset after them: how a follower on another
+        replica reads a log that replica is writing."""
+        path = self.path_for(run_id)
+        if not path.exists():
+            return [], offset
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read(limit)
+        end = data.rfind(b"\n") + 1
+        raw_lines = data[:end].split(b"\n")[:-1]
+        lines = [
+            (number + index, raw.decode("utf-8", "replace"))
+            for index, raw in enumerate(raw_lines, start=1)
+        ]
+        return lines, offset + end
+
     def read_chunks(self, run_id: UUID, size: int = 256 * 1024) -> Generator[bytes, None, None]:
         """The stored log in pieces of `size` bytes (memory stays flat for a download)."""
         path = self.path_for(run_id)

@@ -160,14 +160,17 @@ SLOT_COLUMNS = (
 )  # fmt: skip
 RUN_COLUMNS = (
     "id", "task_id", "status", "trigger", "image", "queued_at", "scheduled_for", "catch_up",
-    "log_bytes", "log_lines", "log_truncated", "started_by_kind", "started_by_name",
+    "log_bytes", "log_lines", "log_truncated", "started_by_kind", "started_by_name", "owner",
+    "stop_requested",
 )  # fmt: skip
 
 
 class Statements:
     """The plan's writes, with their rows converted for the database ahead of time."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str) -> None:
+        # The scheduling replica runs what it fires: its runs are claimed as they are written.
+        self.replica = replica
         connection = connections.get("default")
         self.slots = BulkInsert(Table(ScheduleSlot, connection), SLOT_COLUMNS)
         self.runs = BulkInsert(Table(Run, connection), RUN_COLUMNS)
@@ -212,6 +215,7 @@ class Statements:
                 "scheduled_for": decision.slot_at,
                 "catch_up": decision.catch_up,
                 "started_by_kind": ActorKind.SCHEDULE,
+                "owner": self.replica,
             }
         )
 
@@ -369,6 +373,8 @@ async def plan_due(
 ) -> DuePlan:
     """Read and decide every slot due at `at`, and convert their rows, without writing."""
     reader = DueReader(settings, CronMemo())
-    plan = DuePlan(at, generation, watching_since, deadline, reader, Statements(), [], [])
+    plan = DuePlan(
+        at, generation, watching_since, deadline, reader, Statements(settings.replica), [], []
+    )
     await plan.add(await reader.read(at))
     return plan

@@ -47,6 +47,9 @@ LINE_BREAK = re.compile(r"\r\n|\r|\n")
 BADGE_SOURCE = '{% from "_partials.html" import status_badge %}{{ status_badge(status) }}'
 STATUS_RANK = {RunStatus.QUEUED: 0, RunStatus.RUNNING: 1}
 TERMINAL_RANK = 2
+# A run another replica supervises: how often its file and its status are looked at.
+FOREIGN_POLL_SECONDS = 0.1
+FOREIGN_STATUS_SECONDS = 1.0
 
 
 def sse_event(event: str, data: str, event_id: int | None = None) -> str:
@@ -166,11 +169,29 @@ def take_ready(subscription: Subscription, first: LogEvent) -> list[LogEvent]:
     return events
 
 
+def elsewhere(run: Run, replica: str) -> bool:
+    """Another replica supervises the run: its lines reach this process only through the
+    shared log file, not the hub."""
+    return run.owner is not None and run.owner != replica and not run.status.is_terminal
+
+
 class RunFollower:
-    """Streams one run: current status, stored lines after `after`, live lines, then end."""
+    """Streams one run: current status, stored lines after `after`, live lines, then end.
+
+    A run that another replica supervises is followed from its log file instead of the hub:
+    new complete lines are read every FOREIGN_POLL_SECONDS from where the last read ended, and
+    its status every FOREIGN_STATUS_SECONDS. Line numbers are the file's either way, so the
+    stream stays gap-free and resumable, also when the run moves to this replica.
+    """
 
     def __init__(
-        self, logs: LogStore, run_id: UUID, after: int, render: Renderer, keepalive: float
+        self,
+        logs: LogStore,
+        run_id: UUID,
+        after: int,
+        render: Renderer,
+        keepalive: float,
+        replica: str,
     ) -> None:
         self.logs = logs
         self.hub = logs.hub
@@ -178,9 +199,15 @@ class RunFollower:
         self.after = after
         self.render = render
         self.keepalive = keepalive
+        self.replica = replica
         self.rank = -1
         # Set once `end` went out (not when the follower was dropped or the run deleted).
         self.ended = False
+        # Set once the stream has nothing more to send.
+        self.done = False
+        self.foreign = False
+        # Where reading the file goes on: (lines read, byte offset after them).
+        self._cursor: tuple[int, int] | None = None
 
     async def stream(self) -> AsyncIterator[str]:
         with self.hub.subscribe(self.run_id) as subscription:
@@ -191,10 +218,12 @@ class RunFollower:
                 async for chunk in self.finish(run):
                     yield chunk
                 return
+            self.foreign = elsewhere(run, self.replica)
             yield await self.status(run.status)
             async for chunk in self.replay():
                 yield chunk
-            async for chunk in self.follow(subscription):
+            follow = self.follow_file(subscription) if self.foreign else self.follow(subscription)
+            async for chunk in follow:
                 yield chunk
 
     async def replay(self) -> AsyncIterator[str]:
@@ -220,13 +249,74 @@ class RunFollower:
                 why = "the server is stopping" if self.hub.closed else "too far behind"
                 yield f": dropped ({why}): reconnect with Last-Event-ID\n\n"
                 return
-            out, ended = await self.render_events(take_ready(subscription, first))
-            if out:
-                yield out
-            if ended:
-                async for chunk in self.finish(await find_run(self.run_id)):
-                    yield chunk
+            async for chunk in self.deliver(subscription, first):
+                yield chunk
+            if self.done:
                 return
+
+    async def deliver(self, subscription: Subscription, first: LogEvent) -> AsyncIterator[str]:
+        """`first` and the events ready after it, rendered; when the run ended among them, the
+        rest of its log and `end` (then `done` is set)."""
+        out, ended = await self.render_events(take_ready(subscription, first))
+        if out:
+            yield out
+        if ended:
+            self.done = True
+            async for chunk in self.finish(await find_run(self.run_id)):
+                yield chunk
+
+    async def follow_file(self, subscription: Subscription) -> AsyncIterator[str]:
+        """Follow a run another replica supervises, until it ends or comes to this replica
+        (then its lines arrive through the hub again)."""
+        loop = asyncio.get_running_loop()
+        checked = quiet = loop.time()
+        while True:
+            try:
+                async with asyncio.timeout(FOREIGN_POLL_SECONDS):
+                    first = await subscription.get()
+            except TimeoutError:
+                first = None
+            except SubscriptionDropped:
+                yield ": dropped (the server is stopping): reconnect with Last-Event-ID\n\n"
+                return
+            if first is not None:  # a status change announced here (a stop, a takeover)
+                async for chunk in self.deliver(subscription, first):
+                    yield chunk
+                if self.done:
+                    return
+            batch = await asyncio.to_thread(self.read_file)
+            if batch:
+                quiet = loop.time()
+                yield self.render.lines(batch)
+            if loop.time() - checked >= FOREIGN_STATUS_SECONDS:
+                checked = loop.time()
+                run = await find_run(self.run_id)
+                if run is None or run.status.is_terminal:
+                    async for chunk in self.finish(run):
+                        yield chunk
+                    return
+                if out := await self.status(run.status):
+                    yield out
+                if not elsewhere(run, self.replica):
+                    async for chunk in self.follow(subscription):
+                        yield chunk
+                    return
+            if loop.time() - quiet >= self.keepalive:
+                quiet = loop.time()
+                yield KEEPALIVE
+
+    def read_file(self) -> Lines:
+        """New complete lines of the log file after those already sent (in a worker thread)."""
+        if self._cursor is None:
+            self._cursor = (self.after, self.logs.offset_after(self.run_id, self.after))
+        read, offset = self._cursor
+        lines, offset = self.logs.read_new(self.run_id, read, offset)
+        if lines:
+            self._cursor = (lines[-1][0], offset)
+        fresh = [(number, text) for number, text in lines if number > self.after]
+        if fresh:
+            self.after = fresh[-1][0]
+        return fresh
 
     async def render_events(self, events: list[LogEvent]) -> tuple[str, bool]:
         """The rendered lines and status changes, and whether the run ended among them."""
@@ -295,7 +385,12 @@ async def wait_for_run(
 
 
 async def task_log_stream(
-    logs: LogStore, task_id: UUID, run_id: UUID | None, after: int, keepalive: float
+    logs: LogStore,
+    task_id: UUID,
+    run_id: UUID | None,
+    after: int,
+    keepalive: float,
+    replica: str,
 ) -> AsyncIterator[str]:
     if run_id is None:
         async for item in wait_for_run(logs.hub, task_id, keepalive):
@@ -305,7 +400,7 @@ async def task_log_stream(
                 yield item
         if run_id is None:
             return
-    follower = RunFollower(logs, run_id, after, JsonRenderer(), keepalive)
+    follower = RunFollower(logs, run_id, after, JsonRenderer(), keepalive, replica)
     async for chunk in follower.stream():
         yield chunk
 
@@ -317,11 +412,12 @@ async def task_view_stream(
     after: int,
     keepalive: float,
     badges: Badges,
+    replica: str,
 ) -> AsyncIterator[str]:
     """The task page: the shown run's new lines, status and end; then, once the task has
     another run (started by its schedule, the API or another tab), `run` with its id."""
     if shown is not None:
-        follower = RunFollower(logs, shown, after, HtmlRenderer(badges), keepalive)
+        follower = RunFollower(logs, shown, after, HtmlRenderer(badges), keepalive, replica)
         async for chunk in follower.stream():
             yield chunk
         if not follower.ended:

@@ -85,8 +85,8 @@ async def task_logs_stream(task_id: str) -> Response:
     else:
         run = await latest_run(task)
         run_id = run.id if run is not None else None
-    logs = services().logs
-    return event_stream(task_log_stream(logs, task.id, run_id, after, keepalive_seconds()))
+    logs, replica = services().logs, services().settings.replica
+    return event_stream(task_log_stream(logs, task.id, run_id, after, keepalive_seconds(), replica))
 
 
 @streams.get("/ui/tasks/<task_id>/stream")
@@ -101,7 +101,15 @@ async def task_page_stream(task_id: str) -> Response:
         shown = (await get_run(task, parse_uuid(request.args["run_id"], "run id"))).id
     after, badges = resume_after(), Badges(app_object())
     return event_stream(
-        task_view_stream(services().logs, task.id, shown, after, keepalive_seconds(), badges)
+        task_view_stream(
+            services().logs,
+            task.id,
+            shown,
+            after,
+            keepalive_seconds(),
+            badges,
+            services().settings.replica,
+        )
     )
 
 
@@ -112,7 +120,14 @@ async def run_page_stream(task_id: str, run_id: str) -> Response:
     task = await get_task(parse_uuid(task_id))
     run = await get_run(task, parse_uuid(run_id, "run id"))
     render = HtmlRenderer(Badges(app_object()))
-    follower = RunFollower(services().logs, run.id, resume_after(), render, keepalive_seconds())
+    follower = RunFollower(
+        services().logs,
+        run.id,
+        resume_after(),
+        render,
+        keepalive_seconds(),
+        services().settings.replica,
+    )
     return event_stream(follower.stream())
 
 
