@@ -16,9 +16,10 @@ from taskdash.core.errors import TaskdashError
 from taskdash.core.loop_probe import LoopProbe
 from taskdash.core.ratelimit import SlidingWindow
 from taskdash.engine.build_spec import DEPS_REPOSITORY, requirements_key
-from taskdash.engine.docker import DockerEngine
+from taskdash.engine.docker import DockerEngine, TlsFiles
 from taskdash.engine.runs import RunManager
 from taskdash.engine.spec import LABEL_PREFIX
+from taskdash.engine.swarm import SwarmEngine
 from taskdash.logs.hub import LogHub
 from taskdash.logs.store import LogStore
 from taskdash.scheduling.retention import DepsImage, Retention
@@ -53,7 +54,7 @@ async def open_services(
     on `stack`, so closing it stops them in reverse order, each even if another fails."""
     database = await open_database(settings)
     stack.push_async_callback(close_database, database)
-    engine = DockerEngine(settings.docker_url)
+    engine = open_engine(settings)
     await engine.open()
     stack.push_async_callback(engine.close)
     hub = LogHub()
@@ -89,6 +90,17 @@ async def open_services(
     )
 
 
+def open_engine(settings: Settings) -> DockerEngine:
+    """The engine client, for the executor TASKDASH_EXECUTOR names: runs as containers on it
+    (`docker`), or as services on the swarm it manages (`swarm`)."""
+    tls = None
+    if settings.docker_tls_ca and settings.docker_tls_cert and settings.docker_tls_key:
+        tls = TlsFiles(settings.docker_tls_ca, settings.docker_tls_cert, settings.docker_tls_key)
+    if settings.executor == "swarm":
+        return SwarmEngine(settings, settings.docker_url, tls=tls)
+    return DockerEngine(settings.docker_url, tls=tls)
+
+
 async def report_images(engine: DockerEngine, settings: Settings) -> None:
     """Say at start-up which default images are missing, so the first run's error is no surprise."""
     try:
@@ -96,6 +108,11 @@ async def report_images(engine: DockerEngine, settings: Settings) -> None:
     except TaskdashError as exc:
         log.warning("%s: runs will fail until it answers (make setup starts it)", exc.message)
         return
+    if isinstance(engine, SwarmEngine):
+        try:
+            await engine.runs.node_id()
+        except TaskdashError as exc:
+            log.warning("%s: runs will end as error until it is", exc.message)
     for image in (settings.python_image, settings.shell_image):
         if await engine.image_info(image) is None:
             log.warning("image %s is missing: run `make images` to build it", image)

@@ -8,10 +8,16 @@ time) one EngineUnavailable, which the runs wait out (see engine/watch.py).
 from __future__ import annotations
 
 import asyncio
+import base64
 import codecs
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import json
+import re
+import ssl
+import struct
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiodocker
@@ -54,6 +60,32 @@ NO_CONNECTION = 900
 CALL_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 LONG_POLL = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
 PING_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A client certificate for an engine that listens on TCP with TLS (`dockerd --tlsverify`):
+    the CA that signed the engine's certificate, and this client's certificate and key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+        context.load_cert_chain(certfile=str(self.cert), keyfile=str(self.key))
+        return context
+
+
+TCP_SCHEME = re.compile(r"^(tcp|http|https)://")
+
+
+def engine_url(url: str | None, tls: TlsFiles | None) -> str | None:
+    """The URL aiodocker is given: with TLS, `tcp://host:2376` becomes `https://host:2376`
+    (aiodocker only rewrites it itself for DOCKER_TLS_VERIFY)."""
+    if tls is None or url is None:
+        return url
+    return TCP_SCHEME.sub("https://", url)
 
 
 def _status(exc: BaseException) -> int | None:
@@ -115,14 +147,24 @@ class DockerEngine:
     TaskdashError."""
 
     def __init__(
-        self, url: str | None = None, *, call_timeout: aiohttp.ClientTimeout = CALL_TIMEOUT
+        self,
+        url: str | None = None,
+        *,
+        call_timeout: aiohttp.ClientTimeout = CALL_TIMEOUT,
+        tls: TlsFiles | None = None,
     ) -> None:
-        self._url = url
+        if tls is not None and (url is None or not TCP_SCHEME.match(url)):
+            raise ValueError("TLS files need a tcp:// or https:// engine URL")
+        self._url = engine_url(url, tls)
+        self._tls = tls
         self._call_timeout = call_timeout
         self._docker: aiodocker.Docker | None = None
 
     async def open(self) -> None:
-        self._docker = aiodocker.Docker(url=self._url, timeout=self._call_timeout)
+        ssl_context = self._tls.context() if self._tls is not None else None
+        self._docker = aiodocker.Docker(
+            url=self._url, timeout=self._call_timeout, ssl_context=ssl_context
+        )
 
     async def close(self) -> None:
         if self._docker is not None:
@@ -348,3 +390,153 @@ class DockerEngine:
                 return False
             raise _engine_error(exc, f"create network {config.get('Name')}") from None
         return True
+
+    # Swarm: services, their tasks, configs (engine/swarm.py drives these) ---
+
+    async def swarm_node(self) -> tuple[str, bool]:
+        """This engine's node id in its swarm, and whether it is a manager; ("", False)
+        when the engine is not in a swarm."""
+        try:
+            info = await self.docker.system.info()
+        except ENGINE_FAILURES as exc:
+            raise _engine_error(exc, "read the engine's swarm state") from None
+        swarm = info.get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active":
+            return "", False
+        return str(swarm.get("NodeID") or ""), bool(swarm.get("ControlAvailable"))
+
+    async def create_service(self, spec: Mapping[str, Any]) -> str:
+        """`POST /services/create` with an Engine API ServiceSpec; the new service's id."""
+        task_template = dict(spec["TaskTemplate"])
+        container_spec = dict(task_template["ContainerSpec"])
+        # aiodocker takes the env as a mapping and writes the API's list itself.
+        container_spec["Env"] = dict(
+            entry.partition("=")[::2] for entry in container_spec.get("Env") or []
+        )
+        task_template["ContainerSpec"] = container_spec
+        try:
+            created = await self.docker.services.create(
+                task_template,
+                name=spec.get("Name"),
+                labels=spec.get("Labels"),
+                mode=spec.get("Mode"),
+                endpoint_spec=spec.get("EndpointSpec"),
+            )
+        except ENGINE_FAILURES as exc:
+            raise _engine_error(exc, "create the service") from None
+        return str(created["ID"])
+
+    async def inspect_service(self, service: str) -> dict[str, Any] | None:
+        """A service's inspect data, by id or name; None when there is no such service."""
+        try:
+            return dict(await self.docker.services.inspect(service))
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
+                return None
+            raise _engine_error(exc, "inspect the service") from None
+
+    async def update_service(self, service: str, version: int, spec: Mapping[str, Any]) -> None:
+        """`POST /services/{id}/update` with a whole ServiceSpec, at the version it was read."""
+        try:
+            await self.docker._query_json(
+                f"services/{service}/update",
+                method="POST",
+                params={"version": str(version)},
+                data=json.dumps(spec),
+            )
+        except ENGINE_FAILURES as exc:
+            raise _engine_error(exc, "update the service") from None
+
+    async def remove_service(self, service: str) -> bool:
+        """Remove a service; False when it was gone already. (On Engine 20.10 a job service's
+        task outlives it: see engine/swarm.py.)"""
+        try:
+            await self.docker.services.delete(service)
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
+                return False
+            raise _engine_error(exc, "remove the service") from None
+        return True
+
+    async def list_services(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        try:
+            found = await self.docker.services.list(filters={"label": _label_filter(labels)})
+        except ENGINE_FAILURES as exc:
+            raise _engine_error(exc, "list services") from None
+        return [dict(service) for service in found]
+
+    async def service_tasks(self, service: str) -> list[dict[str, Any]]:
+        """`GET /tasks?filters=service=...`: the service's tasks, with their state."""
+        try:
+            found = await self.docker.tasks.list(filters={"service": service})
+        except ENGINE_FAILURES as exc:
+            raise _engine_error(exc, "list the service's tasks") from None
+        return [dict(task) for task in found]
+
+    async def service_logs(self, service: str, *, follow: bool) -> AsyncGenerator[bytes]:
+        """`GET /services/{id}/logs` (stdout and stderr, from the start), as the bytes of each
+        frame. With `follow` it does not end by itself when the service's task does: the
+        engine keeps it open for tasks to come."""
+        params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0", "tail": "all"}
+        query = self.docker._query(f"services/{service}/logs", params=params, timeout=LONG_POLL)
+        try:
+            async with query as response:
+                while True:
+                    try:
+                        header = await response.content.readexactly(8)
+                    except asyncio.IncompleteReadError:
+                        return
+                    _, length = struct.unpack(">BxxxL", header)
+                    if length:
+                        yield await response.content.readexactly(length)
+        except (*ENGINE_FAILURES, asyncio.IncompleteReadError) as exc:
+            if _status(exc) == 404:
+                raise ContainerGone(f"service {service[:12]} is gone") from None
+            raise _engine_error(exc, "read the service's output") from None
+
+    async def create_config(self, name: str, data: bytes, labels: Mapping[str, str]) -> str:
+        """`POST /configs/create`: a swarm config holding `data`; its id."""
+        encoded = base64.b64encode(data).decode()
+        try:
+            created = await self.docker.configs.create(name, encoded, b64=True, labels=labels)
+        except ENGINE_FAILURES as exc:
+            raise _engine_error(exc, f"create config {name}") from None
+        return str(created["ID"])
+
+    async def remove_config(self, config: str) -> bool:
+        """False when it is gone already."""
+        try:
+            await self.docker.configs.delete(config)
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
+                return False
+            raise _engine_error(exc, f"remove config {config}") from None
+        return True
+
+    async def list_configs(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        try:
+            found = await self.docker.configs.list(filters={"label": _label_filter(labels)})
+        except ENGINE_FAILURES as exc:
+            raise _engine_error(exc, "list configs") from None
+        return [dict(config) for config in found]
+
+    async def list_networks(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        try:
+            found = await self.docker.networks.list(filters={"label": _label_filter(labels)})
+        except ENGINE_FAILURES as exc:
+            raise _engine_error(exc, "list networks") from None
+        return [dict(network) for network in found]
+
+    async def remove_network(self, network: str) -> bool:
+        """False when it is gone already."""
+        try:
+            await (await self.docker.networks.get(network)).delete()
+        except ENGINE_FAILURES as exc:
+            if _status(exc) == 404:
+                return False
+            raise _engine_error(exc, f"remove network {network}") from None
+        return True
+
+
+def _label_filter(labels: Mapping[str, str]) -> list[str]:
+    return [f"{key}={value}" for key, value in labels.items()]

@@ -10,6 +10,7 @@ meanwhile, `error` if the engine came back without it. The run's deadline holds 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,27 +19,27 @@ from uuid import UUID
 from taskdash.core import clock
 from taskdash.core.config import Settings
 from taskdash.core.crypto import Keys, SecretsUnreadable
-from taskdash.core.errors import Conflict, TaskdashError
+from taskdash.core.errors import TaskdashError
 from taskdash.core.failpoints import hit
 from taskdash.core.models import Run, RunStatus, ScriptType, Task
 from taskdash.engine.deps import BuildFailed, DepsBuilder
 from taskdash.engine.docker import DockerEngine, EngineUnavailable
+from taskdash.engine.executor import RunRequest
 from taskdash.engine.limiter import FifoLimiter
 from taskdash.engine.live import LiveRun
 from taskdash.engine.outcome import container_finished, container_started, is_running, run_outcome
 from taskdash.engine.output import ContainerOutput
 from taskdash.engine.redact import redact_env
 from taskdash.engine.spec import (
-    JOB_DIR,
     LABEL_PREFIX,
     Limits,
     declared_volumes,
     run_labels,
     run_spec,
-    script_archive,
     task_limits,
 )
 from taskdash.engine.states import RunStates
+from taskdash.engine.swarm import run_executor
 from taskdash.engine.watch import EngineWatch
 from taskdash.logs.store import LogStore, LogWriter
 
@@ -108,6 +109,9 @@ class Supervisor:
         self.limiter = limiter
         self.keys = keys
         self.watch = watch
+        # The run's own container goes through the executor (a container here, or a swarm
+        # service); requirements builds always run on this engine.
+        self.executor = run_executor(engine)
         self.deps = DepsBuilder(settings, engine)
 
     def secrets_of(self, task: Task) -> dict[str, str]:
@@ -151,7 +155,7 @@ class Supervisor:
         try:
             output = ContainerOutput(writer, stored=max(writer.lines - log_offset, 0))
             follow = Following(
-                container_id, self.engine.follow_output(container_id), must_check=True
+                container_id, self.executor.follow_output(container_id), must_check=True
             )
             await self._supervise(live, run, follow, output, task_limits(run.task, self.settings))
         except TaskdashError as exc:
@@ -186,26 +190,28 @@ class Supervisor:
     async def _start(
         self, live: LiveRun, run: Run, task: Task, script: bytes, writer: LogWriter
     ) -> Following | None:
-        """Build, create, attach, start; None when the run ended before (build failed, stopped)."""
+        """Build, then launch; None when the run ended before (build failed, stopped)."""
         image = await self._prepare_image(live, run, task, writer)
         if image is None:
             return None
-        container_id = await self._create(live, run, task, image, script, writer)
-        attachment = await self.engine.attach(container_id)
+        request = await self._request(live, task, image, script, writer)
         try:
-            if live.stop_requested:
-                raise Conflict("stopped before start")
-            await self.engine.start(container_id)
-        except BaseException as exc:
-            await attachment.close()
-            if isinstance(exc, TaskdashError) and not isinstance(exc, EngineUnavailable):
-                await self.engine.remove(container_id)
-                if live.stop_requested:
-                    await self.states.finish(run.id, RunStatus.STOPPED)
+            launched = await self.executor.launch(
+                request,
+                on_created=lambda ref: self._created(live, ref),
+                may_start=lambda: not live.stop_requested,
+            )
+        except TaskdashError as exc:
+            if live.stop_requested and not isinstance(exc, EngineUnavailable):
+                await self.states.finish(run.id, RunStatus.STOPPED)
             raise
-        await self.states.mark_started(run, container_id)
+        await self.states.mark_started(run, launched.ref)
         hit("run.started")
-        return Following(container_id, attachment.chunks(), attachment.close)
+        return Following(launched.ref, launched.chunks, launched.close)
+
+    def _created(self, live: LiveRun, ref: str) -> None:
+        live.container_id = ref
+        hit("run.created")
 
     async def _prepare_image(
         self, live: LiveRun, run: Run, task: Task, writer: LogWriter
@@ -235,10 +241,11 @@ class Supervisor:
         await self.states.mark_build(run, started=False)
         return image
 
-    async def _create(
-        self, live: LiveRun, run: Run, task: Task, image: str, script: bytes, writer: LogWriter
-    ) -> str:
-        image_volumes = declared_volumes(await self.engine.image_info(image))
+    async def _request(
+        self, live: LiveRun, task: Task, image: str, script: bytes, writer: LogWriter
+    ) -> RunRequest:
+        image_info = await self.engine.image_info(image)
+        image_volumes = declared_volumes(image_info)
         labels = run_labels(self.settings.instance, str(task.id), str(live.run_id), "run")
         spec = run_spec(
             self.settings,
@@ -250,18 +257,9 @@ class Supervisor:
             labels={**labels, LOG_OFFSET_LABEL: str(writer.lines)},
             image_volumes=image_volumes,
         )
-        container_id = await self.engine.create(spec, name=container_name(live.run_id))
-        live.container_id = container_id
-        hit("run.created")
-        try:
-            await self.engine.put_file(
-                container_id, JOB_DIR, script_archive(task.script_type, script)
-            )
-        except TaskdashError as exc:
-            if not isinstance(exc, EngineUnavailable):
-                await self.engine.remove(container_id)
-            raise
-        return container_id
+        return RunRequest(
+            live.run_id, container_name(live.run_id), spec, task.script_type, script, image_info
+        )
 
     async def _recover_start(self, live: LiveRun, run: Run, writer: LogWriter) -> Following | None:
         """The engine was lost before the run's container was known to start. Once it
@@ -270,15 +268,15 @@ class Supervisor:
         while True:
             await self.watch.answering()
             try:
-                info = await self.engine.inspect(container_name(run.id))
+                info = await self.executor.inspect(container_name(run.id))
                 if info is not None and container_started(info) is not None:
                     container_id = str(info["Id"])
                     live.container_id = container_id
-                    chunks = self.engine.follow_output(container_id)
+                    chunks = self.executor.follow_output(container_id)
                     return Following(container_id, chunks, must_check=True, engine_lost=True)
                 if live.container_id is not None:
                     await self.engine.remove(live.container_id)
-                await self.engine.remove(container_name(run.id))
+                await self.executor.remove(container_name(run.id))
             except EngineUnavailable:
                 self.watch.lost()
                 continue
@@ -308,8 +306,14 @@ class Supervisor:
                     log.info(
                         "re-attaching run %s to container %s", run.id, follow.container_id[:12]
                     )
-                    follow.chunks = self.engine.follow_output(follow.container_id)
+                    follow.chunks = self.executor.follow_output(follow.container_id)
                     follow.must_check = follow.engine_lost = True
+                except TaskdashError:
+                    # Refused midway (a task the swarm could not run, a container gone): the
+                    # run ends as error, and what is left of it goes now.
+                    with contextlib.suppress(TaskdashError):
+                        await self.executor.remove(follow.container_id)
+                    raise
         finally:
             await follow.close_stream()
 
@@ -317,7 +321,7 @@ class Supervisor:
         self, live: LiveRun, run: Run, follow: Following, output: ContainerOutput, limits: Limits
     ) -> None:
         if follow.must_check:
-            info = await self.engine.inspect(follow.container_id)
+            info = await self.executor.inspect(follow.container_id)
             if info is None:
                 error = CONTAINER_GONE if follow.engine_lost else CONTAINER_VANISHED
                 await self.states.finish(run.id, RunStatus.ERROR, error=error, writer=output.writer)
@@ -339,15 +343,15 @@ class Supervisor:
         try:
             if live.stop_requested and not follow.ended_unseen:
                 # Asked while the engine was away, or while this follower was not there.
-                await self.engine.stop(container_id, self.settings.stop_grace_seconds)
+                await self.executor.stop(container_id, self.settings.stop_grace_seconds)
             deadline_passed = False
             try:
                 async with asyncio.timeout(self._time_left(run, limits)):
-                    exit_code = await self.engine.wait(container_id)
+                    exit_code = await self.executor.wait(container_id)
             except TimeoutError:
                 deadline_passed = True
-                await self.engine.kill(container_id)
-                exit_code = await self.engine.wait(container_id)
+                await self.executor.kill(container_id)
+                exit_code = await self.executor.wait(container_id)
             hit("run.exited")
             await asyncio.wait([pump], timeout=LOG_DRAIN_SECONDS)
             if pump.done() and (failure := pump.exception()) is not None:
@@ -380,7 +384,7 @@ class Supervisor:
         deadline_passed: bool,
     ) -> None:
         container_id = follow.container_id
-        info = await self.engine.inspect(container_id)
+        info = await self.executor.inspect(container_id)
         ended_while_away = follow.engine_lost and follow.ended_unseen
         if ended_while_away:
             output.writer.write([ENDED_UNSEEN_NOTE])
@@ -404,6 +408,6 @@ class Supervisor:
             finished_at=container_finished(info) if follow.ended_unseen else None,
         )
         try:
-            await self.engine.remove(container_id)
+            await self.executor.remove(container_id)
         except EngineUnavailable:
             self.watch.lost()  # the reconciliation once it is back removes it

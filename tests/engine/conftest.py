@@ -12,6 +12,7 @@ Nothing starts when that test is not collected (e.g. `pytest -k`).
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.conftest import remove_containers
+from tests.conftest import remove_containers, require
 from tests.support import LiveServer, create_task
 
 CHECK = "tests/engine/test_zz_long_silence.py"
@@ -107,3 +108,34 @@ def long_silence(
     finally:
         server.stop()
         remove_containers(server)
+
+
+def swarm_state() -> tuple[str, bool]:
+    """The engine's swarm state (`inactive`, `active`, ...) and whether it is a manager."""
+    found = subprocess.run(
+        ["docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    state, _, manager = found.stdout.strip().partition(" ")
+    return state, manager == "true"
+
+
+@pytest.fixture(scope="session")
+def swarm_manager(docker_engine: None) -> None:
+    """The shared engine as a one-node swarm's manager (it stays one after the session)."""
+    state, manager = swarm_state()
+    if state == "inactive":
+        init = subprocess.run(
+            ["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        require(init.returncode == 0, f"`docker swarm init` failed: {init.stderr.strip()}")
+        state, manager = swarm_state()
+    require(
+        state == "active" and manager,
+        f"the Docker engine is not a swarm manager (swarm state {state!r})",
+    )
