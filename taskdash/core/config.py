@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+# What TASKDASH_DATABASE_URL may start with: the embedded SQLite, or PostgreSQL through asyncpg
+# (Tortoise reads all three PostgreSQL spellings the same).
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "asyncpg")
 
 
 class ConfigError(Exception):
@@ -31,7 +36,17 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
     instance_id: str | None = None
+    replica_id: str | None = Field(None, max_length=128)
+    replica_lease_seconds: float = Field(15.0, ge=3)
     docker_url: str | None = None
+    # A remote engine over TCP with TLS (`dockerd --tlsverify`): all three, or none.
+    docker_tls_ca: Path | None = None
+    docker_tls_cert: Path | None = None
+    docker_tls_key: Path | None = None
+    # Where a run's container runs: `docker` (on the engine above) or `swarm` (a service on
+    # the swarm that engine manages).
+    executor: Literal["docker", "swarm"] = "docker"
+    swarm_constraints: str = ""
 
     allow_anonymous: bool = False
     allowed_hosts: str = ""
@@ -88,12 +103,70 @@ class Settings(BaseSettings):
     page_size: int = Field(50, ge=1, le=1000)
     sse_keepalive_seconds: float = Field(15.0, gt=0)
 
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.partition("://")[0].lower() if "://" in value else ""
+        if scheme not in DATABASE_SCHEMES:
+            raise ValueError(
+                "expected sqlite:///path/to/file.sqlite3 or "
+                "postgres://user:password@host:port/database"
+            )
+        if scheme != "sqlite" and not urlsplit(value).path.strip("/"):
+            raise ValueError("a PostgreSQL URL names its database: postgres://…/database")
+        return value
+
     @field_validator("pip_find_links", "pip_ca_bundle")
     @classmethod
     def _must_exist(cls, value: Path | None) -> Path | None:
         if value is not None and not value.exists():
             raise ValueError(f"{value} does not exist")
         return value.resolve() if value is not None else None
+
+    @field_validator("docker_tls_ca", "docker_tls_cert", "docker_tls_key")
+    @classmethod
+    def _tls_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        return value.resolve() if value is not None else None
+
+    @field_validator("swarm_constraints")
+    @classmethod
+    def _constraints_compare(cls, value: str) -> str:
+        for constraint in (part.strip() for part in value.split(",") if part.strip()):
+            if "==" not in constraint and "!=" not in constraint:
+                raise ValueError(
+                    f"{constraint!r} is not a placement constraint (like node.labels.pool==runs "
+                    "or node.role!=manager)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _executor_settings_fit(self) -> Settings:
+        tls = [self.docker_tls_ca, self.docker_tls_cert, self.docker_tls_key]
+        if any(tls) and not all(tls):
+            raise ValueError(
+                "TASKDASH_DOCKER_TLS_CA, TASKDASH_DOCKER_TLS_CERT and TASKDASH_DOCKER_TLS_KEY "
+                "go together: set all three or none"
+            )
+        if all(tls) and not (self.docker_url or "").startswith(("tcp://", "https://")):
+            raise ValueError(
+                "TASKDASH_DOCKER_TLS_* need TASKDASH_DOCKER_URL=tcp://host:port (or https://)"
+            )
+        if self.executor == "swarm" and self.run_runtime:
+            raise ValueError(
+                f"TASKDASH_RUN_RUNTIME={self.run_runtime} cannot apply with "
+                "TASKDASH_EXECUTOR=swarm (a swarm service cannot pick its OCI runtime: make it "
+                "the default-runtime of every node's dockerd instead, and unset "
+                "TASKDASH_RUN_RUNTIME)"
+            )
+        return self
+
+    @property
+    def swarm_constraint_list(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.swarm_constraints.split(",") if part.strip())
 
     @model_validator(mode="after")
     def _defaults_within_maxima(self) -> Settings:
@@ -119,8 +192,9 @@ class Settings(BaseSettings):
 
     @property
     def database(self) -> str:
-        """The database URL. The embedded SQLite file runs in WAL mode (readers never wait for
-        the writer) and a writer waits up to 5 s for another's lock instead of failing."""
+        """The database URL: TASKDASH_DATABASE_URL (SQLite or PostgreSQL), else the embedded
+        SQLite file, in WAL mode (readers never wait for the writer) and a writer waits up to
+        5 s for another's lock instead of failing."""
         if self.database_url:
             return self.database_url
         path = self.data_dir.resolve() / "taskdash.sqlite3"
@@ -135,7 +209,14 @@ class Settings(BaseSettings):
         """Label value that tells this installation's containers from another's on the engine."""
         if self.instance_id:
             return self.instance_id
-        return hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+        # Replicas share the database, so they share the label too.
+        shared = self.database_url or str(self.data_dir.resolve())
+        return hashlib.sha256(shared.encode()).hexdigest()[:12]
+
+    @property
+    def replica(self) -> str:
+        """This process's name among the replicas sharing the database."""
+        return self.replica_id or socket.gethostname()
 
     def image_for(self, script_type: str, custom: str | None = None) -> str:
         """The image a run uses: the task's own, else the default for its script type."""
