@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.run_latency import time_api_run
 from tests.support import LiveServer, add_token, bearer, create_task, wait_run
 
 IMAGE = "taskdash/shell:bookworm"
@@ -84,21 +85,6 @@ def remove_leftovers(instance: str) -> None:
             docker(kind, "rm", *found)
     if found := docker("ps", "-aq", "--filter", label).split():
         docker("rm", "-f", *found)
-
-
-def time_api_run(http: httpx.Client, task_id: str) -> float:
-    started = time.perf_counter()
-    response = http.put(f"/task/{task_id}")
-    response.raise_for_status()
-    run_id = response.json()["run_id"]
-    while True:
-        run = http.get(f"/task/{task_id}/runs/{run_id}").json()
-        if run["status"] not in ("queued", "running"):
-            break
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - started
-    assert run["status"] == "succeeded" and run["log_lines"] == 1, run
-    return elapsed
 
 
 def main() -> None:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.databases import query
@@ -53,8 +52,7 @@ def pair(docker_engine: None, data_dir: Path) -> Iterator[tuple[LiveServer, Live
     first = replica(data_dir, "replica-a").start()
     second = replica(data_dir, "replica-b").start()
     yield first, second
-    for server in (first, second):
-        server.stop()
+    stop_all((first, second))
     instance = first.environment()["TASKDASH_INSTANCE_ID"]
     ids = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=taskdash.instance={instance}"],
@@ -66,8 +64,10 @@ def pair(docker_engine: None, data_dir: Path) -> Iterator[tuple[LiveServer, Live
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
 
 
-def running(http: httpx.Client, task_id: str, run_id: str) -> bool:
-    return bool(get_run(http, task_id, run_id)["status"] == "running")
+def stop_all(servers: Iterable[LiveServer | None]) -> None:
+    for server in servers:
+        if server is not None:
+            server.stop()
 
 
 def test_a_replica_that_starts_leaves_the_others_runs_alone(
@@ -78,7 +78,7 @@ def test_a_replica_that_starts_leaves_the_others_runs_alone(
     try:
         with first.client() as http:
             created = create_task(http, COUNTER.format(lines=30))
-            wait_for(lambda: running(http, created["task_id"], created["run_id"]), what="running")
+            wait_run(http, created["task_id"], created["run_id"], status={"running"})
             # Before replicas, a second process marked every running run `error` at start.
             second = replica(data_dir, "replica-b").start()
             run = wait_run(http, created["task_id"], created["run_id"], timeout=60)
@@ -88,9 +88,7 @@ def test_a_replica_that_starts_leaves_the_others_runs_alone(
             runs = http.get(f"/task/{created['task_id']}/runs").json()
             assert [r["status"] for r in runs] == ["succeeded"]  # run once, not relaunched
     finally:
-        for server in (first, second):
-            if server is not None:
-                server.stop()
+        stop_all((first, second))
 
 
 def test_a_run_supervised_by_one_replica_stops_through_the_other(
@@ -99,7 +97,7 @@ def test_a_run_supervised_by_one_replica_stops_through_the_other(
     first, second = pair
     with first.client() as a, second.client() as b:
         created = create_task(a, COUNTER.format(lines=600))
-        wait_for(lambda: running(a, created["task_id"], created["run_id"]), what="running on a")
+        wait_run(a, created["task_id"], created["run_id"], status={"running"})
         response = b.post(f"/task/{created['task_id']}/stop")
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "stopped"
@@ -112,7 +110,7 @@ def test_a_task_supervised_by_one_replica_is_deleted_through_the_other(
     first, second = pair
     with first.client() as a, second.client() as b:
         created = create_task(a, COUNTER.format(lines=600))
-        wait_for(lambda: running(a, created["task_id"], created["run_id"]), what="running on a")
+        wait_run(a, created["task_id"], created["run_id"], status={"running"})
         assert b.delete(f"/task/{created['task_id']}").status_code in (200, 204)
         assert a.get(f"/task/{created['task_id']}").status_code == 404
     instance = first.environment()["TASKDASH_INSTANCE_ID"]
@@ -185,8 +183,7 @@ def test_unclaimed_queued_runs_start_exactly_once_when_two_replicas_start_togeth
                 # Run twice, its log would say so twice.
                 assert logs(http, made["task_id"], str(run_id)).splitlines() == ["once"]
     finally:
-        for server in both:
-            server.stop()
+        stop_all(both)
 
 
 def test_a_follower_on_the_other_replica_sees_the_run_live_and_whole(
