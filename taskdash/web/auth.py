@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from quart import Quart, Response, current_app, g, request
 from quart_auth import AuthUser, QuartAuth, login_user, logout_user
 
-from taskdash.core.errors import BadRequest, Forbidden, Unauthenticated
+from taskdash.core.errors import BadRequest, Forbidden, TaskdashError, Unauthenticated
 from taskdash.core.models import Role
 from taskdash.core.principal import ANONYMOUS, Principal
 from taskdash.operations.accounts import credentials_exist, session_principal, token_principal
@@ -184,7 +184,25 @@ async def check_csrf(principal: Principal | None) -> None:
 
 
 async def guard() -> None:
-    """Runs before every request (see the module's docstring for the order)."""
+    """Runs before every request (see the module's docstring for the order). A request it
+    refuses before its body was read is answered with `Connection: close`: a client that sent
+    the next request on the same connection would otherwise meet a connection the server
+    drops under it."""
+    try:
+        await check_request()
+    except TaskdashError:
+        if request.content_length or request.headers.get("Transfer-Encoding"):
+            g.body_unread = True
+        raise
+
+
+async def close_after_unread_body(response: Response) -> Response:
+    if g.get("body_unread"):
+        response.headers["Connection"] = "close"
+    return response
+
+
+async def check_request() -> None:
     check_host()
     if request.method in UNSAFE and bearer_secret() is None and cross_site():
         raise Forbidden(
@@ -234,6 +252,7 @@ def register_auth(app: Quart, session_key: bytes, session_seconds: int) -> None:
         salt="taskdash session",
     )
     app.before_request(guard)
+    app.after_request(close_after_unread_body)
     app.jinja_env.globals.update(
         csrf_token=template_csrf_token,
         principal=current_principal,

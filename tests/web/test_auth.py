@@ -323,6 +323,20 @@ def test_a_cross_site_form_cannot_run_code_on_an_anonymous_server(client: httpx.
     assert int(client.get("/task/", params={"limit": 1}).headers["X-Total-Count"]) == before
 
 
+def test_a_refused_request_whose_body_was_not_read_closes_its_connection(
+    client: httpx.Client,
+) -> None:
+    """So the client opens a new one for its next request instead of meeting a connection the
+    server drops under it (seen once as "Server disconnected" on a keep-alive connection)."""
+    refused = client.post("/task/sh", data={"script": "id"}, headers={"Origin": EVIL})
+    assert refused.status_code == 403
+    assert refused.headers["Connection"] == "close"
+    assert client.get("/healthz").headers.get("Connection") != "close"
+    for _ in range(20):
+        response = client.post("/tasks", data={"script": "id"}, headers={"Origin": EVIL})
+        assert response.status_code == 403
+
+
 def test_an_anonymous_server_answers_only_to_loopback_names(client: httpx.Client) -> None:
     assert client.get("/task/", headers={"Host": "localhost"}).status_code == 200
     rebound = client.get("/task/", headers={"Host": "evil.example:5000"})
