@@ -140,6 +140,19 @@ class LiveServer:
         return httpx.Client(base_url=self.base_url, timeout=30)
 
 
+def replica_server(data_dir: Path, name: str, lease_seconds: float, **env: str) -> LiveServer:
+    """One replica of the installation in `data_dir`: its own name and port, a short lease."""
+    return LiveServer(
+        data_dir,
+        env={
+            "TASKDASH_REPLICA_ID": name,
+            "TASKDASH_REPLICA_LEASE_SECONDS": str(lease_seconds),
+            "TASKDASH_RUN_RATE_PER_MINUTE": "0",
+        }
+        | env,
+    )
+
+
 def make_wheel(directory: Path, name: str, version: str, module_source: str) -> Path:
     """A minimal pure-Python wheel, so requirement builds need no index (hermetic tests)."""
     import base64

@@ -14,22 +14,11 @@ from pathlib import Path
 import httpx
 
 from tests.databases import query
-from tests.support import LiveServer, create_task, logs, wait_for, wait_run
+from tests.support import create_task, logs, replica_server, wait_for, wait_run
 
 RUNS = 200
 SCHEDULED = 10
 LEASE_SECONDS = 3
-
-
-def replica(data_dir: Path, name: str) -> LiveServer:
-    return LiveServer(
-        data_dir,
-        env={
-            "TASKDASH_REPLICA_ID": name,
-            "TASKDASH_REPLICA_LEASE_SECONDS": str(LEASE_SECONDS),
-            "TASKDASH_RUN_RATE_PER_MINUTE": "0",
-        },
-    )
 
 
 def active_runs_of(data_dir: Path, owner: str) -> int:
@@ -54,7 +43,7 @@ def test_three_replicas_one_killed_every_run_and_slot_happens_once(
     docker_engine: None, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "cluster"
-    servers = [replica(data_dir, f"replica-{name}") for name in "abc"]
+    servers = [replica_server(data_dir, f"replica-{n}", LEASE_SECONDS) for n in "abc"]
     for server in servers:
         server.launch()
     for server in servers:

@@ -10,10 +10,11 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.databases import query
-from tests.support import LiveServer, create_task, get_run, logs, wait_for, wait_run
+from tests.support import LiveServer, create_task, get_run, logs, replica_server, wait_for, wait_run
 
 LEASE_SECONDS = 3
 
@@ -36,15 +37,14 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def replica(data_dir: Path, name: str, **env: str) -> LiveServer:
-    return LiveServer(
-        data_dir,
-        env={
-            "TASKDASH_REPLICA_ID": name,
-            "TASKDASH_REPLICA_LEASE_SECONDS": str(LEASE_SECONDS),
-            "TASKDASH_RUN_RATE_PER_MINUTE": "0",
-        }
-        | env,
-    )
+    return replica_server(data_dir, name, LEASE_SECONDS, **env)
+
+
+def start_counting(client: httpx.Client, lines: int) -> dict[str, str]:
+    """A task whose run prints `lines` numbered lines, once that run is running."""
+    created = create_task(client, COUNTER.format(lines=lines))
+    wait_run(client, created["task_id"], created["run_id"], status={"running"})
+    return created
 
 
 @pytest.fixture()
@@ -77,8 +77,7 @@ def test_a_replica_that_starts_leaves_the_others_runs_alone(
     second = None
     try:
         with first.client() as http:
-            created = create_task(http, COUNTER.format(lines=30))
-            wait_run(http, created["task_id"], created["run_id"], status={"running"})
+            created = start_counting(http, 30)
             # Before replicas, a second process marked every running run `error` at start.
             second = replica(data_dir, "replica-b").start()
             run = wait_run(http, created["task_id"], created["run_id"], timeout=60)
@@ -96,8 +95,7 @@ def test_a_run_supervised_by_one_replica_stops_through_the_other(
 ) -> None:
     first, second = pair
     with first.client() as a, second.client() as b:
-        created = create_task(a, COUNTER.format(lines=600))
-        wait_run(a, created["task_id"], created["run_id"], status={"running"})
+        created = start_counting(a, 600)
         response = b.post(f"/task/{created['task_id']}/stop")
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "stopped"
@@ -109,8 +107,7 @@ def test_a_task_supervised_by_one_replica_is_deleted_through_the_other(
 ) -> None:
     first, second = pair
     with first.client() as a, second.client() as b:
-        created = create_task(a, COUNTER.format(lines=600))
-        wait_run(a, created["task_id"], created["run_id"], status={"running"})
+        created = start_counting(a, 600)
         assert b.delete(f"/task/{created['task_id']}").status_code in (200, 204)
         assert a.get(f"/task/{created['task_id']}").status_code == 404
     instance = first.environment()["TASKDASH_INSTANCE_ID"]
@@ -191,8 +188,7 @@ def test_a_follower_on_the_other_replica_sees_the_run_live_and_whole(
 ) -> None:
     first, second = pair
     with first.client() as a, second.client() as b:
-        created = create_task(a, COUNTER.format(lines=40))
-        wait_run(a, created["task_id"], created["run_id"], status={"running"})
+        created = start_counting(a, 40)
         received: list[int] = []
         live_while_running = False
         ended = ""
